@@ -1,0 +1,5 @@
+"""Fixtures live in one plugin module per part, so each part's fixtures stay beside its owners."""
+
+pytest_plugins = [
+    "tests.fixtures_workspace",
+]

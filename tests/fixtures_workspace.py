@@ -1,0 +1,1 @@
+"""A live local workspace on loopback, shared by the tests of a session."""
