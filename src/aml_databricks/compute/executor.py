@@ -30,6 +30,9 @@ class TaskLaunch:
     run_token: str  # a bearer token valid only while this run is in flight
     notebook_source: str | None = None  # notebook/python source already resolved from the workspace
     notebook_language: str | None = None  # PYTHON | SQL, for notebook sources
+    # The file system the task sees, as the driver protocol's "fs" object: dbfs_root, volumes_root,
+    # mounts {"/mnt/x": local folder}, storage {"abfss://c@a.dfs.core.windows.net": local folder}.
+    fs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
