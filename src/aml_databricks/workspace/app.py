@@ -1,0 +1,319 @@
+"""HTTP mapping of the local workspace: routes, bearer-token auth, one error renderer.
+
+Handlers are small synchronous functions `(call) -> dict`; everything they do is a short SQLite
+query, so they run on the event loop rather than paying a thread hop per request.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import html
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from aml_databricks.workspace.errors import (
+    ApiError,
+    EndpointNotFound,
+    InternalError,
+    InvalidParameterValue,
+    MalformedRequest,
+    PermissionDenied,
+    ResourceDoesNotExist,
+    Unauthenticated,
+)
+from aml_databricks.workspace.faults import FaultInjector, parse_faults
+from aml_databricks.workspace.jobs import Jobs
+from aml_databricks.workspace.objects import Objects, decode_content
+from aml_databricks.workspace.scheduler import Scheduler, TaskContext
+from aml_databricks.workspace.secrets import Secrets
+from aml_databricks.workspace.store import Store
+
+JOB_VERSIONS = ("2.0", "2.1", "2.2")
+WORKSPACE_ID = "1000000000000000"
+USER = "local-user@localhost"
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Call:
+    """One API call: its parameters (query and body merged), version, and who made it."""
+
+    params: dict[str, Any]
+    version: str
+    task: TaskContext | None  # set when the caller is a run in flight (a run token)
+    request: Request
+
+    def __getitem__(self, name: str) -> Any:
+        return self.params.get(name)
+
+
+Handler = Callable[[Call], Any]
+
+
+class Services:
+    """What the handlers act on; built by the server and shared with the scheduler."""
+
+    def __init__(self, store: Store, scheduler: Scheduler, token: str, *,
+                 clusters: Callable[[], list[dict[str, Any]]] | None = None,
+                 mounts: Callable[[], dict[str, Any]] | None = None) -> None:
+        self.store = store
+        self.scheduler = scheduler
+        self.token = token
+        self.jobs = Jobs(store, scheduler)
+        self.objects = Objects(store)
+        self.secrets = Secrets(store)
+        self.clusters = clusters or (lambda: [])
+        self.mounts = mounts or (lambda: {})
+
+
+def build_app(services: Services, *, faults: str | None = None, faults_seed: int | None = None) -> FaultInjector:
+    routes = _routes(services)
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    injector = FaultInjector(app, parse_faults(faults), faults_seed,
+                             exempt=lambda scope: _is_run_call(scope, services) or "/local/" in scope["path"])
+    services.faults = injector  # type: ignore[attr-defined]  # the admin endpoint changes it at run time
+    return injector
+
+
+# -- plumbing ------------------------------------------------------------------------------
+
+
+def _bearer(headers: Any) -> str | None:
+    value = headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _is_run_call(scope: dict[str, Any], services: Services) -> bool:
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            token = _bearer({"authorization": value.decode("latin-1")})
+            return token is not None and services.scheduler.task_for_token(token) is not None
+    return False
+
+
+def _authorize(request: Request, services: Services, who: str) -> TaskContext | None:
+    token = _bearer(request.headers)
+    if token is None:
+        raise Unauthenticated("Missing or malformed Authorization header: send 'Authorization: Bearer <token>'.")
+    if hmac.compare_digest(token.encode(), services.token.encode()):
+        if who == "run":
+            raise PermissionDenied("This call is only for notebooks and files running in the workspace.")
+        return None
+    task = services.scheduler.task_for_token(token)
+    if task is None:
+        raise PermissionDenied("Invalid access token.")
+    return task
+
+
+async def _params(request: Request) -> dict[str, Any]:
+    params: dict[str, Any] = dict(request.query_params)
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form()
+        for name, value in form.items():
+            params[name] = await value.read() if hasattr(value, "read") else value
+        return params
+    raw = await request.body()
+    if raw.strip():
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise MalformedRequest("The request body is not valid JSON.") from None
+        if not isinstance(body, dict):
+            raise MalformedRequest("The request body must be a JSON object.")
+        params.update(body)
+    return params
+
+
+def _endpoint(services: Services, handler: Handler, who: str = "any") -> Callable[[Request], Any]:
+    async def route(request: Request) -> Response:
+        try:
+            task = _authorize(request, services, who)
+            version = request.url.path.split("/")[2] if request.url.path.startswith("/api/") else ""
+            result = handler(Call(await _params(request), version, task, request))
+        except ApiError as error:
+            return JSONResponse(error.body(), status_code=error.status)
+        except Exception as exc:  # a bug must still answer in Databricks' error shape
+            log.exception("%s %s failed", request.method, request.url.path)
+            error = InternalError(f"Local workspace error: {type(exc).__name__}: {exc}")
+            return JSONResponse(error.body(), status_code=error.status)
+        return result if isinstance(result, Response) else JSONResponse(result)
+
+    return route
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    error: ApiError = EndpointNotFound(request.method, request.url.path)
+    if exc.status_code == 405:
+        error = InvalidParameterValue(f"Method {request.method} is not allowed for {request.url.path}.")
+        error.status = 405
+    return JSONResponse(error.body(), status_code=error.status)
+
+
+def _flag(value: Any) -> bool:
+    return value is True or str(value).lower() == "true"
+
+
+# -- routes --------------------------------------------------------------------------------
+
+
+def _routes(services: Services) -> list[Route]:
+    jobs, objects, secrets = services.jobs, services.objects, services.secrets
+
+    def route(path: str, handler: Handler, method: str = "GET", who: str = "any") -> Route:
+        return Route(path, _endpoint(services, handler, who), methods=[method])
+
+    def export(call: Call) -> Any:
+        content, file_type = objects.export(call["path"], call["format"])
+        if _flag(call["direct_download"]):
+            return Response(content, media_type="application/octet-stream")
+        return {"content": base64.b64encode(content).decode(), "file_type": file_type}
+
+    def import_(call: Call) -> dict[str, Any]:
+        raw = call["content"]
+        content = raw if isinstance(raw, bytes) else decode_content(raw)
+        objects.import_(call["path"], content, call["format"], call["language"], _flag(call["overwrite"]))
+        return {}
+
+    def run_secret(call: Call) -> dict[str, Any]:
+        value = secrets.value_for_run(call["scope"], call["key"])
+        return {"key": call["key"], "value": base64.b64encode(value).decode()}
+
+    def set_task_value(call: Call) -> dict[str, Any]:
+        assert call.task is not None
+        if not isinstance(call["key"], str) or not call["key"]:
+            raise InvalidParameterValue("key is required.")
+        services.store.set_task_value(call.task.parent_run_id, call.task.task_key, call["key"],
+                                      json.dumps(call["value"]))
+        return {}
+
+    def get_task_value(call: Call) -> dict[str, Any]:
+        assert call.task is not None
+        value = services.store.task_value(call.task.parent_run_id, str(call["task_key"]), str(call["key"]))
+        if value is None:
+            raise ResourceDoesNotExist(f"No task value {call['key']} from task {call['task_key']} in this run.")
+        return {"value": json.loads(value)}
+
+    def cluster(call: Call) -> dict[str, Any]:
+        for info in services.clusters():
+            if info["cluster_id"] == call["cluster_id"]:
+                return info
+        raise InvalidParameterValue(f"Cluster {call['cluster_id']} does not exist")
+
+    def admin_faults(call: Call) -> dict[str, Any]:
+        injector: FaultInjector = services.faults  # type: ignore[attr-defined]
+        if call.request.method == "POST":
+            try:
+                plan = parse_faults(call["faults"])
+            except Exception as exc:
+                raise InvalidParameterValue(str(exc)) from None
+            seed = call["seed"]
+            injector.configure(plan, None if seed is None else int(seed))
+        return {"faults": injector.plan.describe()}
+
+    def admin_inject(call: Call) -> dict[str, Any]:
+        state = call["life_cycle_state"]
+        if not isinstance(state, str) or not state:
+            raise InvalidParameterValue("life_cycle_state is required.")
+        if state == "INTERNAL_ERROR" and call["seconds"] is None:
+            jobs.end_run(call["run_id"], call["state_message"] or "Injected INTERNAL_ERROR.")
+        else:
+            jobs.show_state(call["run_id"], state, float(call["seconds"] or 5))
+        return {}
+
+    def me(call: Call) -> dict[str, Any]:
+        return {"id": "1", "userName": USER, "displayName": "Local User", "active": True,
+                "emails": [{"value": USER, "primary": True, "type": "work"}],
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"]}
+
+    def well_known(request: Request) -> Response:
+        host = str(request.base_url).rstrip("/")
+        return JSONResponse({"oidc_endpoint": f"{host}/oidc", "workspace_id": WORKSPACE_ID})
+
+    def run_page(request: Request) -> Response:
+        return _run_page(jobs, request.path_params["run_id"])
+
+    routes = [
+        Route("/.well-known/databricks-config", well_known, methods=["GET"]),
+        Route("/runs/{run_id:int}", run_page, methods=["GET"]),
+        route("/api/2.0/preview/scim/v2/Me", me),
+        # workspace
+        route("/api/2.0/workspace/get-status", lambda c: objects.status(c["path"])),
+        route("/api/2.0/workspace/list", lambda c: {"objects": objects.list(c["path"])}),
+        route("/api/2.0/workspace/export", export),
+        route("/api/2.0/workspace/import", import_, "POST"),
+        route("/api/2.0/workspace/mkdirs", lambda c: objects.mkdirs(c["path"]) or {}, "POST"),
+        route("/api/2.0/workspace/delete",
+              lambda c: objects.delete(c["path"], _flag(c["recursive"])) or {}, "POST"),
+        # secrets
+        route("/api/2.0/secrets/scopes/create",
+              lambda c: secrets.create_scope(c["scope"], c["scope_backend_type"]) or {}, "POST"),
+        route("/api/2.0/secrets/scopes/list", lambda c: {"scopes": secrets.list_scopes()}),
+        route("/api/2.0/secrets/scopes/delete", lambda c: secrets.delete_scope(c["scope"]) or {}, "POST"),
+        route("/api/2.0/secrets/put",
+              lambda c: secrets.put(c["scope"], c["key"], c["string_value"], c["bytes_value"]) or {}, "POST"),
+        route("/api/2.0/secrets/list", lambda c: {"secrets": secrets.list(c["scope"])}),
+        route("/api/2.0/secrets/delete", lambda c: secrets.delete(c["scope"], c["key"]) or {}, "POST"),
+        # clusters
+        route("/api/2.0/clusters/list", lambda c: {"clusters": services.clusters()}),
+        route("/api/2.0/clusters/get", cluster),
+        # calls back from runs in flight, and the admin's knobs
+        route("/api/2.0/local/secrets/get", run_secret, who="run"),
+        route("/api/2.0/local/task-values/set", set_task_value, "POST", who="run"),
+        route("/api/2.0/local/task-values/get", get_task_value, who="run"),
+        route("/api/2.0/local/mounts", lambda c: {"mounts": services.mounts()}),
+        route("/api/2.0/local/admin/faults", admin_faults, who="user"),
+        route("/api/2.0/local/admin/faults", admin_faults, "POST", who="user"),
+        route("/api/2.0/local/admin/inject", admin_inject, "POST", who="user"),
+    ]
+    for version in JOB_VERSIONS:
+        base = f"/api/{version}/jobs"
+        routes += [
+            route(f"{base}/runs/submit", lambda c: jobs.submit(c.params), "POST"),
+            route(f"{base}/runs/get", lambda c: jobs.get_run(c["run_id"], c.version)),
+            route(f"{base}/runs/get-output", lambda c: jobs.get_output(c["run_id"], c.version)),
+            route(f"{base}/runs/cancel", lambda c: jobs.cancel(c["run_id"]), "POST"),
+            route(f"{base}/runs/delete", lambda c: jobs.delete_run(c["run_id"]), "POST"),
+            route(f"{base}/runs/list", lambda c: jobs.list_runs(c.params)),
+            route(f"{base}/create", lambda c: jobs.create_job(c.params), "POST"),
+            route(f"{base}/get", lambda c: jobs.get_job(c["job_id"])),
+            route(f"{base}/list", lambda c: jobs.list_jobs(c.params)),
+            route(f"{base}/delete", lambda c: jobs.delete_job(c["job_id"]), "POST"),
+            route(f"{base}/run-now", lambda c: jobs.run_now(c.params), "POST"),
+        ]
+    return routes
+
+
+def _run_page(jobs: Jobs, run_id: int) -> Response:
+    """A plain page for the run page URL: state, timings, tasks. No logs and no outputs."""
+    try:
+        run = jobs.get_run(run_id, "2.1")
+    except ApiError as error:
+        return HTMLResponse(f"<p>{html.escape(error.message)}</p>", status_code=404)
+    rows = "".join(
+        f"<tr><td>{html.escape(str(t.get('task_key')))}</td><td>{t['run_id']}</td>"
+        f"<td>{html.escape(t['state'].get('life_cycle_state', ''))}</td>"
+        f"<td>{html.escape(str(t['state'].get('result_state', '')))}</td>"
+        f"<td>{html.escape(t['state'].get('state_message', ''))}</td></tr>"
+        for t in run.get("tasks", [run])
+    )
+    state = run["state"]
+    body = (
+        f"<h1>Run {run['run_id']}: {html.escape(str(run.get('run_name', '')))}</h1>"
+        f"<p>{html.escape(state.get('life_cycle_state', ''))} {html.escape(str(state.get('result_state', '')))}"
+        f" {html.escape(state.get('state_message', ''))}</p>"
+        f"<table><tr><th>task</th><th>run id</th><th>state</th><th>result</th><th>message</th></tr>{rows}</table>"
+    )
+    return HTMLResponse(f"<!doctype html><title>Run {run['run_id']}</title>{body}")

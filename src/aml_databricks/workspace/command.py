@@ -1,0 +1,72 @@
+"""`aml-databricks workspace ...`: serve the local workspace, load tables into it."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from aml_databricks.errors import MissingExtraError
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser("workspace", help="the local Azure Databricks workspace")
+    commands = parser.add_subparsers(dest="workspace_command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve", help="serve the Jobs, Workspace and Secrets APIs on loopback",
+        description="Serve a local Azure Databricks workspace. Point databricks-sdk, the Databricks CLI or "
+                    "Airflow at the printed host with the printed token.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default: %(default)s; 0 picks a free one)")
+    serve.add_argument("--data-dir", type=Path, default=Path(".aml-databricks"),
+                       help="where state lives (default: %(default)s)")
+    serve.add_argument("--token", help="API token (default: $AML_DATABRICKS_LOCAL_TOKEN, else generated once "
+                                        "into DATA_DIR/token)")
+    serve.add_argument("--mount", action="append", metavar="/mnt/NAME=FOLDER",
+                       help="a DBFS mount backed by a local folder (repeatable)")
+    serve.add_argument("--storage", action="append", metavar="abfss://C@A.dfs.core.windows.net=FOLDER",
+                       help="a storage URI prefix backed by a local folder (repeatable)")
+    serve.add_argument("--no-spark", action="store_true", help="run notebooks without Spark (no `spark` global)")
+    serve.add_argument("--max-concurrent-tasks", type=int, default=4, metavar="N",
+                       help="task runs executing at once; more wait in QUEUED (default: %(default)s)")
+    serve.add_argument("--faults", help='inject faults into API calls, e.g. "429=0.2,503=0.1,reset=0.05,'
+                                        'latency=0-200ms"')
+    serve.add_argument("--faults-seed", type=int, help="seed for the fault draws (repeatable runs)")
+    serve.set_defaults(func=serve_command)
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    try:
+        from aml_databricks.workspace.server import LocalWorkspace, parse_mapping
+    except ModuleNotFoundError as exc:
+        raise MissingExtraError("local", "the local workspace") from exc
+    from aml_databricks.workspace.faults import parse_faults
+
+    parse_faults(args.faults)  # a bad --faults is a usage error before anything starts
+    workspace = LocalWorkspace(
+        args.data_dir, host=args.host, port=args.port, token=args.token,
+        mounts=dict(parse_mapping(args.mount, "--mount")), storage=dict(parse_mapping(args.storage, "--storage")),
+        spark=not args.no_spark, max_concurrent_tasks=args.max_concurrent_tasks,
+        faults=args.faults, faults_seed=args.faults_seed,
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    workspace.start()
+    try:
+        print(f"Local Databricks workspace at {workspace.host}", flush=True)
+        print(f"  token: {workspace.token_source}", flush=True)
+        print(f"  data:  {workspace.data_dir}", flush=True)
+        for point, folder in workspace.mounts.items():
+            print(f"  mount: {point} -> {folder}", flush=True)
+        print(f"  export DATABRICKS_HOST={workspace.host}", flush=True)
+        stop.wait()
+    finally:
+        print("stopping...", file=sys.stderr, flush=True)
+        workspace.stop()
+    return 0

@@ -1,0 +1,232 @@
+"""The Jobs API: runs and jobs, rendered the way each API version renders them."""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from typing import Any
+
+from aml_databricks.workspace import lifecycle
+from aml_databricks.workspace.errors import InvalidParameterValue, InvalidState, JobNotFound, RunNotFound
+from aml_databricks.workspace.payload import coerce_scalars, normalize_run
+from aml_databricks.workspace.scheduler import Scheduler
+from aml_databricks.workspace.store import Store
+
+MULTI_TASK_OUTPUT = (
+    "Retrieving the output of runs with multiple tasks is not supported. "
+    "Please retrieve the output of each individual task run instead."
+)
+LEGACY_TASK_FIELDS = ("notebook_task", "spark_python_task")
+
+
+def _int(value: Any, name: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise InvalidParameterValue(f"{name} must be an integer, got {value!r}.") from None
+
+
+def _page(value: Any, default: int, low: int, high: int, name: str) -> int:
+    number = default if value in (None, "") else _int(value, name)
+    if not low <= number <= high:
+        raise InvalidParameterValue(f"{name} must be between {low} and {high}.")
+    return number
+
+
+def _flag(value: Any) -> bool:
+    return value is True or str(value).lower() == "true"
+
+
+class Jobs:
+    def __init__(self, store: Store, scheduler: Scheduler) -> None:
+        self.store = store
+        self.scheduler = scheduler
+        # run id -> (life_cycle_state shown instead, until monotonic time): lets client authors see how
+        # their code copes with a state it has never met.
+        self._shown_states: dict[int, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    # -- runs -----------------------------------------------------------------------------
+
+    def submit(self, body: dict[str, Any]) -> dict[str, Any]:
+        run_id, _ = self.scheduler.submit(normalize_run(body))
+        return {"run_id": run_id}
+
+    def get_run(self, run_id: Any, version: str) -> dict[str, Any]:
+        doc, parent = self._load(run_id)
+        if parent is not None:  # a task run asked for as a run: show it as one
+            return self._shown(self._task_as_run(doc, parent))
+        doc["tasks"] = [self._shown(t) for t in self.store.task_runs(doc["run_id"])]
+        if version == "2.0" and doc.get("format") == "SINGLE_TASK":
+            self._add_legacy_fields(doc)
+        return self._shown(doc)
+
+    def get_output(self, run_id: Any, version: str) -> dict[str, Any]:
+        doc, parent = self._load(run_id)
+        if parent is None:
+            tasks = self.store.task_runs(doc["run_id"])
+            if version != "2.0" or doc.get("format") != "SINGLE_TASK":
+                raise InvalidParameterValue(MULTI_TASK_OUTPUT)
+            metadata = self.get_run(doc["run_id"], version)
+            return {**self.store.get_output(tasks[0]["run_id"]), "metadata": metadata}
+        return {**self.store.get_output(doc["run_id"]), "metadata": self._task_as_run(doc, parent)}
+
+    def cancel(self, run_id: Any) -> dict[str, Any]:
+        self._load(run_id)
+        self.scheduler.cancel(_int(run_id, "run_id"))
+        return {}
+
+    def delete_run(self, run_id: Any) -> dict[str, Any]:
+        doc, parent = self._load(run_id)
+        if parent is not None:
+            raise InvalidParameterValue("Delete the run, not one of its task runs.")
+        if self.scheduler.is_live(doc["run_id"]):
+            raise InvalidState(f"Run {doc['run_id']} is still active: cancel it before deleting it.")
+        self.store.delete_run(doc["run_id"])
+        return {}
+
+    def list_runs(self, params: dict[str, Any]) -> dict[str, Any]:
+        params = coerce_scalars(params)
+        limit = _page(params.get("limit"), 20, 1, 25, "limit")
+        offset = _page(params.get("page_token") or params.get("offset"), 0, 0, 10**9, "offset")
+        job_id = params.get("job_id")
+        runs = self.store.list_runs(
+            job_id=None if job_id in (None, "") else _int(job_id, "job_id"),
+            active_only=_flag(params.get("active_only")), completed_only=_flag(params.get("completed_only")),
+            offset=offset, limit=limit + 1, terminal_states=lifecycle.TERMINAL_NAMES,
+        )
+        if _flag(params.get("expand_tasks")):
+            for run in runs:
+                run["tasks"] = self.store.task_runs(run["run_id"])
+        body: dict[str, Any] = {"runs": [self._shown(r) for r in runs[:limit]], "has_more": len(runs) > limit}
+        if len(runs) > limit:  # a next_page_token only when there is a next page: the SDK loops on it
+            body["next_page_token"] = str(offset + limit)
+        if offset:
+            body["prev_page_token"] = str(max(0, offset - limit))
+        return body
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    def create_job(self, body: dict[str, Any]) -> dict[str, Any]:
+        settings = coerce_scalars(copy.deepcopy(body))
+        normalize_run(settings)  # refuse now what could never run
+        return {"job_id": self.store.create_job(settings)}
+
+    def get_job(self, job_id: Any) -> dict[str, Any]:
+        number = _int(job_id, "job_id")
+        found = self.store.get_job(number)
+        if found is None:
+            raise JobNotFound(job_id)
+        settings, created = found
+        return {"job_id": number, "creator_user_name": "local-user", "created_time": created,
+                "settings": settings}
+
+    def list_jobs(self, params: dict[str, Any]) -> dict[str, Any]:
+        limit = _page(params.get("limit"), 20, 1, 100, "limit")
+        offset = _page(params.get("page_token") or params.get("offset"), 0, 0, 10**9, "offset")
+        rows = self.store.list_jobs(offset, limit + 1)
+        jobs = [{"job_id": j, "creator_user_name": "local-user", "created_time": c, "settings": s}
+                for j, s, c in rows[:limit]]
+        body: dict[str, Any] = {"jobs": jobs, "has_more": len(rows) > limit}
+        if len(rows) > limit:
+            body["next_page_token"] = str(offset + limit)
+        return body
+
+    def delete_job(self, job_id: Any) -> dict[str, Any]:
+        if not self.store.delete_job(_int(job_id, "job_id")):
+            raise JobNotFound(job_id)
+        return {}
+
+    def run_now(self, body: dict[str, Any]) -> dict[str, Any]:
+        body = coerce_scalars(body)
+        job_id = _int(body.get("job_id"), "job_id")
+        found = self.store.get_job(job_id)
+        if found is None:
+            raise JobNotFound(job_id)
+        settings = copy.deepcopy(found[0])
+        _apply_overrides(settings, body)
+        if body.get("idempotency_token"):
+            settings["idempotency_token"] = body["idempotency_token"]
+        spec = normalize_run(settings)
+        active = self.store.list_runs(job_id=job_id, active_only=True, completed_only=False, offset=0,
+                                      limit=10**6, terminal_states=lifecycle.TERMINAL_NAMES)
+        queue_enabled = bool((spec.get("queue") or {}).get("enabled"))
+        skip = None
+        if len(active) >= int(spec["max_concurrent_runs"] or 1) and not queue_enabled:
+            skip = (f"Skipped: the job already has {len(active)} active run(s), its max_concurrent_runs "
+                    f"is {spec['max_concurrent_runs']}.")
+        run_id, _ = self.scheduler.submit(spec, job_id=job_id, run_type="JOB_RUN", skip_reason=skip)
+        return {"run_id": run_id, "number_in_job": run_id}
+
+    # -- fault injection ------------------------------------------------------------------
+
+    def show_state(self, run_id: Any, life_cycle_state: str, seconds: float) -> None:
+        """Report `life_cycle_state` (any string, known or not) for this run for `seconds`."""
+        doc, _ = self._load(run_id)
+        with self._lock:
+            self._shown_states[doc["run_id"]] = (life_cycle_state, time.monotonic() + seconds)
+
+    def end_run(self, run_id: Any, message: str) -> None:
+        doc, _ = self._load(run_id)
+        if not self.scheduler.fail(doc["run_id"], message):
+            raise InvalidState(f"Run {doc['run_id']} is not active.")
+
+    # -- rendering ------------------------------------------------------------------------
+
+    def _load(self, run_id: Any) -> tuple[dict[str, Any], int | None]:
+        if run_id in (None, ""):
+            raise InvalidParameterValue("run_id is required.")
+        found = self.store.get_run(_int(run_id, "run_id"))
+        if found is None:
+            raise RunNotFound(run_id)
+        return found
+
+    def _shown(self, doc: dict[str, Any]) -> dict[str, Any]:
+        if not self._shown_states:
+            return doc
+        with self._lock:
+            shown = self._shown_states.get(doc["run_id"])
+            if shown is None:
+                return doc
+            state, until = shown
+            if time.monotonic() > until:
+                del self._shown_states[doc["run_id"]]
+                return doc
+        doc["state"] = {"life_cycle_state": state, "state_message": f"Injected state {state}."}
+        doc["status"] = {"state": state}
+        return doc
+
+    def _task_as_run(self, task: dict[str, Any], parent_run_id: int) -> dict[str, Any]:
+        parent, _ = self._load(parent_run_id)
+        run = {k: v for k, v in task.items() if k not in LEGACY_TASK_FIELDS}
+        run.update({"run_name": parent.get("run_name"), "run_type": parent.get("run_type"),
+                    "number_in_job": task["run_id"], "original_attempt_run_id": task["run_id"],
+                    "parent_run_id": parent_run_id, "creator_user_name": parent.get("creator_user_name"),
+                    "format": "SINGLE_TASK", "trigger": parent.get("trigger"),
+                    "task": {k: task[k] for k in LEGACY_TASK_FIELDS if k in task}})
+        return run
+
+    @staticmethod
+    def _add_legacy_fields(doc: dict[str, Any]) -> None:
+        """API 2.0's single-task shape: `task`, `cluster_spec` and `cluster_instance` at the top."""
+        (only,) = doc["tasks"]
+        doc["task"] = {k: only[k] for k in LEGACY_TASK_FIELDS if k in only}
+        doc["cluster_spec"] = {k: only[k] for k in ("existing_cluster_id", "new_cluster", "libraries")
+                               if k in only}
+        doc["cluster_instance"] = only.get("cluster_instance", {})
+        for name in ("setup_duration", "execution_duration", "cleanup_duration"):
+            doc.setdefault(name, only.get(name, 0))
+
+
+def _apply_overrides(settings: dict[str, Any], body: dict[str, Any]) -> None:
+    """run-now's notebook_params / python_params / job_parameters onto a copy of the job's tasks."""
+    tasks = settings.get("tasks") or [settings]
+    for task in tasks:
+        if body.get("notebook_params") and "notebook_task" in task:
+            task["notebook_task"].setdefault("base_parameters", {}).update(body["notebook_params"])
+        if body.get("job_parameters") and "notebook_task" in task:
+            task["notebook_task"].setdefault("base_parameters", {}).update(body["job_parameters"])
+        if body.get("python_params") and "spark_python_task" in task:
+            task["spark_python_task"]["parameters"] = list(body["python_params"])
+
