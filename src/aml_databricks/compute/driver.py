@@ -1,0 +1,472 @@
+"""The task driver: `python -m aml_databricks.compute.driver RUN_DIR` runs one task run.
+
+It reads RUN_DIR/task.json, runs the notebook cell by cell (or the Python file as `__main__`) and
+always writes RUN_DIR/result.json, as docs/architecture.md ("The driver protocol") describes.
+Its stdout and stderr (fds 1 and 2) are the run's output.log; everything written to them passes
+through secret redaction.
+
+A notebook's cells share one globals dict with `spark`, `dbutils`, `display`, `displayHTML`,
+`sql`, `table` and `getArgument`, as on Databricks. Each Python cell is compiled with a file name
+naming the notebook and cell, and padded so its line numbers are those of the notebook file:
+a traceback reads `File "<notebook /Users/me/etl, cell 3>", line 12`.
+"""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import io
+import json
+import linecache
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import suppress
+from pathlib import Path
+from types import CodeType
+from typing import Any
+
+from aml_databricks.compute import notebooks
+from aml_databricks.compute.api import WorkspaceApi
+from aml_databricks.compute.dbutils import (
+    NOTEBOOK_RESULT_LIMIT,
+    DBUtils,
+    NotebookExit,
+    RunContext,
+    resolve_notebook_path,
+)
+from aml_databricks.compute.notebooks import Cell, Notebook
+from aml_databricks.compute.paths import PathMapper
+from aml_databricks.compute.redaction import RedactingPump, Redactor
+
+DISPLAY_MAX_ROWS = 1000
+_INTERNAL_FILES = frozenset({__file__})  # frames of the driver itself are left out of error traces
+_UNSUPPORTED_CELL_LANGUAGES = {"scala": "Scala", "r": "R"}
+_PIP_NOTICE = (
+    "%pip is not run by the local workspace (no network, one shared environment): list packages in "
+    "the task's `libraries` (pypi) or install them into the workspace's Python environment. Skipped: %pip "
+)
+
+
+class CellError(Exception):
+    """A non-Python cell failed (`%sh` exit status, unsupported language, missing Spark)."""
+
+
+class TaskResult:
+    """What result.json says; starts as a failure, so an unexpected exit still reports one."""
+
+    def __init__(self) -> None:
+        self.result_state = "FAILED"
+        self.notebook_result: str | None = None
+        self.truncated = False
+        self.error: str | None = "the driver ended before the task finished"
+        self.error_trace: str | None = None
+
+    def succeed(self, notebook_result: str | None = None) -> None:
+        self.result_state, self.error, self.error_trace = "SUCCESS", None, None
+        if notebook_result is not None:
+            self.notebook_result, self.truncated = _truncate_utf8(notebook_result, NOTEBOOK_RESULT_LIMIT)
+
+    def fail(self, error: str, error_trace: str | None) -> None:
+        self.result_state, self.error, self.error_trace = "FAILED", error, error_trace
+
+    def as_json(self, redactor: Redactor) -> dict[str, Any]:
+        def clean(text: str | None) -> str | None:
+            return None if text is None else redactor.redact(text)
+
+        result = clean(self.notebook_result)
+        truncated = self.truncated
+        if result is not None:  # redaction can lengthen a value: keep the cap
+            result, cut = _truncate_utf8(result, NOTEBOOK_RESULT_LIMIT)
+            truncated = truncated or cut
+        return {
+            "result_state": self.result_state,
+            "notebook_result": result,
+            "truncated": truncated,
+            "error": clean(self.error),
+            "error_trace": clean(self.error_trace),
+        }
+
+
+class TaskRunner:
+    """Runs one task's code in one namespace."""
+
+    def __init__(self, task: dict[str, Any]) -> None:
+        self.task = task
+        self.redactor = Redactor()
+        api = task.get("api") or {}
+        self.api = WorkspaceApi(api["host"], api["token"]) if api.get("host") else None
+        self.paths = PathMapper.from_config(task["fs"])
+        self.spark: Any = None
+        self._path_stack = [str(task.get("path") or "/notebook")]
+        self.failed_cell: tuple[str, Cell] | None = None  # the innermost cell that raised
+        parameters = task.get("parameters")
+        context = RunContext(
+            paths=self.paths,
+            redactor=self.redactor,
+            parameters=dict(parameters) if isinstance(parameters, dict) else {},
+            api=self.api,
+            run_id=task.get("run_id"),
+            task_key=str(task.get("task_key") or ""),
+            cluster=dict(task.get("cluster") or {}),
+            current_path=lambda: self._path_stack[-1],
+            spark=lambda: self.spark,
+        )
+        self.dbutils = DBUtils(context, on_mounts_changed=self._apply_mounts)
+        self.namespace: dict[str, Any] = {}
+
+    # --- set-up ------------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        for entry in reversed(self.task.get("python_path") or []):
+            sys.path.insert(0, str(entry))
+        if self.task.get("python_path"):
+            # %sh and subprocesses of the task see the same libraries.
+            os.environ["PYTHONPATH"] = os.pathsep.join(
+                [*map(str, self.task["python_path"]), *filter(None, [os.environ.get("PYTHONPATH")])]
+            )
+        remote = (self.task.get("spark") or {}).get("remote")
+        if remote:
+            from aml_databricks.compute import spark_session
+
+            self.spark = spark_session.connect(remote, self.paths)
+        self.namespace = self._globals()
+
+    def _globals(self) -> dict[str, Any]:
+        namespace: dict[str, Any] = {
+            "__name__": "__main__",
+            "__builtins__": builtins,
+            "dbutils": self.dbutils,
+            "display": self.display,
+            "displayHTML": display_html,
+            "getArgument": self.dbutils.widgets.getArgument,
+            # `open("/dbfs/...")` in notebook code reads DBFS; libraries keep the real `open`.
+            "open": self._open,
+        }
+        if self.spark is not None:
+            namespace.update(spark=self.spark, sql=self.spark.sql, table=self.spark.table)
+        return namespace
+
+    def _open(self, file: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(file, str | os.PathLike) and not isinstance(file, bytes):
+            path = os.fspath(file)
+            if isinstance(path, str):
+                file = self.paths.python_local(path)
+        return builtins.open(file, *args, **kwargs)
+
+    def _apply_mounts(self) -> None:
+        if self.spark is not None:
+            from aml_databricks.compute import spark_session
+
+            spark_session.apply_mounts(self.spark, self.paths)
+
+    # --- notebooks ---------------------------------------------------------------------------
+
+    def run_notebook(self, notebook: Notebook, path: str) -> None:
+        for cell in notebook.cells:
+            try:
+                self.run_cell(cell, path)
+            except BaseException:
+                if self.failed_cell is None:  # unwinding from the innermost %run first
+                    self.failed_cell = (path, cell)
+                raise
+
+    def run_cell(self, cell: Cell, path: str) -> None:
+        language = cell.language
+        if language == "md" or (not cell.source.strip() and language != "run"):
+            return
+        if language == "python":
+            exec(compile_cell(cell, path), self.namespace)
+        elif language == "sql":
+            self.run_sql(cell.source)
+        elif language == "sh":
+            self.run_shell(cell.source)
+        elif language == "run":
+            self.run_included(cell.source)
+        elif language == "pip":
+            print(_PIP_NOTICE + "%pip " + cell.source.strip(), flush=True)
+        elif language == "fs":
+            self.run_fs_magic(cell.source)
+        elif language in _UNSUPPORTED_CELL_LANGUAGES:
+            raise CellError(
+                f"{_UNSUPPORTED_CELL_LANGUAGES[language]} cells are not supported by the local workspace"
+            )
+        else:
+            raise CellError(f"unknown magic command %{language}")
+
+    def run_sql(self, source: str) -> None:
+        if self.spark is None:
+            raise CellError("%sql needs Spark, and this run has no cluster")
+        result = None
+        for statement in split_sql(source):
+            result = self.spark.sql(statement)
+        if result is not None:
+            self.display(result)
+
+    def run_shell(self, source: str) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # The command inherits fds 1 and 2, so its output is redacted and lands in the run's log.
+        completed = subprocess.run(["bash", "-c", source], check=False)
+        if completed.returncode != 0:
+            raise CellError(f"%sh command exited with code {completed.returncode}")
+
+    def run_included(self, arguments: str) -> None:
+        """`%run ./other $name="value"`: the other notebook's cells run here, in the same globals."""
+        words = shlex.split(arguments)
+        if not words:
+            raise CellError("%run needs a notebook path")
+        path = resolve_notebook_path(self._path_stack[-1], words[0])
+        widget_arguments = {}
+        for word in words[1:]:
+            name, _, value = word.partition("=")
+            widget_arguments[name.lstrip("$")] = value
+        if self.api is None:
+            raise CellError(f"%run {path}: the workspace API is needed to read the notebook")
+        exported = self.api.get("/api/2.0/workspace/export", {"path": path, "format": "SOURCE"})
+        source = base64.b64decode(exported.get("content", "")).decode()
+        included = notebooks.parse(source, filename=path)
+        self._path_stack.append(path)
+        try:
+            with self.dbutils.widgets.arguments(widget_arguments):
+                self.run_notebook(included, path)
+        finally:
+            self._path_stack.pop()
+
+    def run_fs_magic(self, source: str) -> None:
+        """`%fs ls /mnt/x`, `%fs rm -r /tmp/x`: a dbutils.fs call, its result displayed."""
+        words = shlex.split(source)
+        flags = {w for w in words[1:] if w.startswith("-")}
+        arguments = [w for w in words[1:] if not w.startswith("-")]
+        command = getattr(self.dbutils.fs, words[0], None) if words else None
+        if command is None or words[0].startswith("_"):
+            raise CellError(f"unknown %fs command: {source.strip()}")
+        kwargs = {"recurse": True} if flags & {"-r", "--recurse"} else {}
+        self.display(command(*arguments, **kwargs))
+
+    # --- output ------------------------------------------------------------------------------
+
+    def display(self, value: Any = None, *args: Any, **kwargs: Any) -> None:
+        """A bounded text rendering of a DataFrame (Spark or pandas) or any value, in the run's output."""
+        if value is None:
+            return
+        if hasattr(value, "show") and hasattr(value, "columns"):  # a Spark DataFrame
+            if len(value.columns):  # DDL statements return a DataFrame without columns
+                value.show(DISPLAY_MAX_ROWS, truncate=100)
+            return
+        if hasattr(value, "to_string") and hasattr(value, "head"):  # a pandas DataFrame
+            print(value.head(DISPLAY_MAX_ROWS).to_string(), flush=True)
+            return
+        if isinstance(value, list):
+            for item in value[:DISPLAY_MAX_ROWS]:
+                print(item)
+            sys.stdout.flush()
+            return
+        print(value, flush=True)
+
+    # --- python files ------------------------------------------------------------------------
+
+    def run_python_file(self, source: str, path: str, parameters: list[str]) -> None:
+        sys.argv = [path, *parameters]
+        self.namespace["__file__"] = path
+        code = compile(source, path, "exec")
+        _register_source(path, source)
+        exec(code, self.namespace)
+
+    # --- tear-down ---------------------------------------------------------------------------
+
+    def stop_spark(self) -> None:
+        """Release the Connect session on the server (its temp views, caches), but never hang on it."""
+        if self.spark is None:
+            return
+        stopper = threading.Thread(target=_quietly(self.spark.stop), daemon=True)
+        stopper.start()
+        stopper.join(5)
+
+
+# --- notebook helpers ----------------------------------------------------------------------------
+
+
+def compile_cell(cell: Cell, path: str) -> CodeType:
+    """Compile a cell so that its line numbers are the notebook file's lines."""
+    filename = cell_filename(path, cell)
+    padded = "\n" * (cell.first_line - 1) + cell.source + "\n"
+    _register_source(filename, padded)
+    return compile(padded, filename, "exec")
+
+
+def cell_filename(path: str, cell: Cell) -> str:
+    return f"<notebook {path}, cell {cell.number}>"
+
+
+def _register_source(filename: str, source: str) -> None:
+    # Tracebacks show the offending line: linecache keeps entries with mtime None.
+    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+
+
+def split_sql(source: str) -> list[str]:
+    """Statements of a %sql cell, split at `;` outside quotes and comments."""
+    statements, current = [], []
+    quote: str | None = None
+    i = 0
+    while i < len(source):
+        char = source[i]
+        if quote:
+            current.append(char)
+            if char == "\\" and quote != "`" and i + 1 < len(source):
+                current.append(source[i + 1])
+                i += 1
+            elif char == quote:
+                quote = None
+        elif char in "'\"`":
+            quote = char
+            current.append(char)
+        elif source.startswith("--", i):
+            end = source.find("\n", i)
+            i = len(source) if end < 0 else end
+            continue
+        elif source.startswith("/*", i):
+            end = source.find("*/", i + 2)
+            i = len(source) if end < 0 else end + 2
+            continue
+        elif char == ";":
+            statements.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+        i += 1
+    statements.append("".join(current))
+    return [s.strip() for s in statements if s.strip()]
+
+
+def display_html(html: str) -> None:
+    print(html, flush=True)
+
+
+# --- errors --------------------------------------------------------------------------------------
+
+
+def describe_error(error: BaseException, failed_cell: tuple[str, Cell] | None) -> tuple[str, str]:
+    """(`ExceptionType: message`, the traceback without the driver's own frames)."""
+    message = str(error)
+    summary = f"{type(error).__name__}: {message}" if message else type(error).__name__
+    exception = traceback.TracebackException.from_exception(error)
+    for part in _chain(exception):
+        kept = [frame for frame in part.stack if frame.filename not in _INTERNAL_FILES]
+        part.stack = traceback.StackSummary.from_list(kept)
+    if failed_cell is not None and failed_cell[1].language != "python":
+        # A %sql / %sh cell has no Python frame of its own: name it the way Python frames read.
+        path, cell = failed_cell
+        first = cell.source.split("\n", 1)[0]
+        frame = traceback.FrameSummary(
+            cell_filename(path, cell), cell.first_line, f"%{cell.language}", lookup_line=False, line=first
+        )
+        exception.stack = traceback.StackSummary.from_list([frame, *exception.stack])
+    return summary, "".join(exception.format())
+
+
+def _chain(exception: traceback.TracebackException) -> Iterator[traceback.TracebackException]:
+    seen: set[int] = set()
+    pending: list[traceback.TracebackException | None] = [exception]
+    while pending:
+        part = pending.pop()
+        if part is None or id(part) in seen:
+            continue
+        seen.add(id(part))
+        yield part
+        pending += [part.__cause__, part.__context__]
+
+
+def _truncate_utf8(text: str, limit: int) -> tuple[str, bool]:
+    encoded = text.encode()
+    if len(encoded) <= limit:
+        return text, False
+    return encoded[:limit].decode("utf-8", errors="ignore"), True
+
+
+def _quietly(call: Callable[[], Any]) -> Callable[[], None]:
+    def run() -> None:
+        with suppress(Exception):
+            call()
+
+    return run
+
+
+# --- entry point ---------------------------------------------------------------------------------
+
+
+def run_task(task: dict[str, Any], result: TaskResult, runner: TaskRunner) -> None:
+    """Run the task and record how it ended in `result`."""
+    try:
+        runner.prepare()
+        path = str(task.get("path") or "")
+        source = task.get("source")
+        if source is None:  # a python_file given as a local path: read it here
+            source = Path(path.removeprefix("file:")).read_text()
+        if task.get("kind") == "python":
+            parameters = task.get("parameters") or []
+            runner.run_python_file(source, path, [str(p) for p in parameters])
+        else:
+            notebook = notebooks.parse(source, task.get("language"), filename=path)
+            runner.run_notebook(notebook, path)
+        result.succeed()
+    except NotebookExit as exit_:
+        result.succeed(exit_.value)
+    except SystemExit as exit_:
+        if exit_.code in (None, 0):
+            result.succeed()
+        else:
+            result.fail(*describe_error(exit_, runner.failed_cell))
+    except BaseException as error:
+        result.fail(*describe_error(error, runner.failed_cell))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m aml_databricks.compute.driver RUN_DIR", file=sys.stderr)
+        return 2
+    run_dir = Path(argv[0])
+    result = TaskResult()
+    redactor = Redactor()
+    pump: RedactingPump | None = None
+    runner: TaskRunner | None = None
+    try:
+        task = json.loads((run_dir / "task.json").read_text())
+        runner = TaskRunner(task)
+        redactor = runner.redactor
+        pump = RedactingPump(redactor)
+        pump.start()
+        for stream in (sys.stdout, sys.stderr):
+            if isinstance(stream, io.TextIOWrapper):
+                stream.reconfigure(line_buffering=True)  # lines reach the log as they are printed
+        run_task(task, result, runner)
+    except BaseException as error:
+        result.fail(*describe_error(error, None))
+    finally:
+        if runner is not None:
+            runner.stop_spark()
+        if pump is not None:
+            pump.stop()
+        _write_result(run_dir, result.as_json(redactor))
+    return 0 if result.result_state == "SUCCESS" else 1
+
+
+def _write_result(run_dir: Path, result: dict[str, Any]) -> None:
+    partial = run_dir / "result.json.partial"
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        json.dump(result, handle)
+    os.replace(partial, run_dir / "result.json")  # the executor never reads a half-written file
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Threads a notebook left running must not keep the run alive, as on Databricks.
+    os._exit(code)

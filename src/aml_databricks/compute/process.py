@@ -1,0 +1,343 @@
+"""`DriverExecutor`: each task run is a driver subprocess (`compute/driver.py`) in its own process group.
+
+Start-up happens on a background thread — libraries, then Spark, then the subprocess — so `start`
+returns at once and `cancel` works in every phase: while a library installs or a Spark server
+starts, the run ends CANCELED at once and the thread drops what it was getting when it gets it.
+Cancel interrupts the session's Spark jobs first (killing the client does not stop them on the
+server), then SIGTERM to the process group, SIGKILL after a grace period.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+from databricks.sdk.service.jobs import RunResultState, TerminationCodeCode
+
+from aml_databricks.compute.executor import SparkLease, SparkProvider, TaskLaunch, TaskOutcome
+
+LOG_LIMIT = 5 * 1024 * 1024  # runs/get-output keeps the last 5 MB of logs
+KILL_GRACE_S = 1.0
+# Variables of the workspace process that a task must not inherit (credentials of the workspace itself).
+_PRIVATE_ENV = ("AML_DATABRICKS_LOCAL_TOKEN", "DATABRICKS_TOKEN", "DATABRICKS_CLIENT_SECRET")
+
+InstallLibraries = Callable[[list[dict[str, Any]], TextIO], list[Path]]
+
+
+class DriverExecutor:
+    """The `Executor` of the local workspace: one driver subprocess per task run."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        spark: SparkProvider | None = None,
+        libraries: InstallLibraries | None = None,
+    ) -> None:
+        self._data_dir = Path(data_dir)
+        self._spark = spark
+        self._install_libraries = libraries
+        self._executions: set[DriverExecution] = set()
+        self._lock = threading.Lock()
+
+    def start(self, launch: TaskLaunch, on_running: Callable[[], None]) -> DriverExecution:
+        execution = DriverExecution(
+            launch, on_running, self._task_document(launch), self._spark, self._install_libraries
+        )
+        with self._lock:
+            self._executions = {e for e in self._executions if not e.done} | {execution}
+        execution.begin()
+        return execution
+
+    def close(self) -> None:
+        """Cancel runs still in flight and stop the Spark servers of the provider this executor was given."""
+        with self._lock:
+            executions, self._executions = list(self._executions), set()
+        for execution in executions:
+            execution.cancel()
+        if self._spark is not None:
+            self._spark.close()
+
+    def _task_document(self, launch: TaskLaunch) -> dict[str, Any]:
+        """task.json without the `spark` and `python_path` entries, which start-up fills in."""
+        task = launch.task
+        fs = {
+            "dbfs_root": str(self._data_dir / "dbfs"),
+            "volumes_root": str(self._data_dir / "volumes"),
+            "mounts": {},
+            "storage": {},
+            **launch.fs,
+        }
+        document: dict[str, Any] = {
+            "run_id": launch.run_id,
+            "parent_run_id": launch.parent_run_id,
+            "task_key": launch.task_key,
+            "api": {"host": launch.api_host, "token": launch.run_token},
+            "fs": fs,
+            "cluster": _cluster_of(task),
+            "source": launch.notebook_source,
+        }
+        if "spark_python_task" in task:
+            python_task = task["spark_python_task"]
+            document.update(
+                kind="python",
+                path=python_task["python_file"],
+                language="PYTHON",
+                parameters=[str(p) for p in python_task.get("parameters") or []],
+            )
+        else:
+            notebook_task = task.get("notebook_task") or {}
+            document.update(
+                kind="notebook",
+                path=notebook_task.get("notebook_path", ""),
+                language=launch.notebook_language,
+                parameters={str(k): str(v) for k, v in (notebook_task.get("base_parameters") or {}).items()},
+            )
+        return document
+
+
+class DriverExecution:
+    """One task run's driver: its start-up thread, its process, its outcome."""
+
+    def __init__(
+        self,
+        launch: TaskLaunch,
+        on_running: Callable[[], None],
+        document: dict[str, Any],
+        spark: SparkProvider | None,
+        install_libraries: InstallLibraries | None,
+    ) -> None:
+        self._launch = launch
+        self._on_running = on_running
+        self._document = document
+        self._spark = spark
+        self._install_libraries = install_libraries
+        self._run_dir = Path(launch.run_dir)
+        self._lock = threading.Lock()
+        self._finished = threading.Event()
+        self._outcome: TaskOutcome | None = None
+        self._cancelled = False
+        self._lease: SparkLease | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._thread = threading.Thread(target=self._run, name=f"task-run-{launch.run_id}", daemon=True)
+
+    @property
+    def done(self) -> bool:
+        return self._finished.is_set()
+
+    def begin(self) -> None:
+        self._thread.start()
+
+    def wait(self, timeout: float | None = None) -> TaskOutcome | None:
+        self._finished.wait(timeout)
+        return self._outcome
+
+    def cancel(self) -> None:
+        with self._lock:
+            if self._cancelled or self._outcome is not None:
+                return  # idempotent, and a run that has ended stays as it ended
+            self._cancelled = True
+            lease, process = self._lease, self._process
+        if lease is not None:
+            _quietly(lease.interrupt)  # stop its Spark jobs on the server before the client goes
+        if process is not None:
+            _end_process_group(process)
+        self._finish(
+            TaskOutcome(
+                RunResultState.CANCELED,
+                TerminationCodeCode.CANCELED,
+                "The run was cancelled.",
+                logs=self._logs()[0],
+            )
+        )
+
+    # --- the start-up thread -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._run_dir.mkdir(parents=True, exist_ok=True)
+            (self._run_dir / "result.json").unlink(missing_ok=True)  # a stale result must not be read
+            python_path = self._libraries()
+            if python_path is None:
+                return
+            lease = self._acquire_spark()
+            if self._spark is not None and lease is None:
+                return
+            self._document["python_path"] = [str(p) for p in python_path]
+            self._document["spark"] = {"remote": lease.remote} if lease is not None else None
+            self._write_task_json()
+            process = self._start_driver()
+            if process is None:
+                return
+            self._on_running()
+            process.wait()
+            self._finish(self._read_outcome())
+        except Exception as error:
+            self._finish(_failed(TerminationCodeCode.INTERNAL_ERROR, f"{type(error).__name__}: {error}"))
+        finally:
+            process = self._process
+            if process is not None and process.poll() is None:
+                _end_process_group(process)  # start-up failed after the driver started: leave nothing behind
+            self._release()
+
+    def _libraries(self) -> list[Path] | None:
+        """Extra python_path entries; None when the run ended here (cancelled or failed)."""
+        libraries = self._launch.task.get("libraries") or []
+        if not libraries or self._install_libraries is None:
+            return []
+        try:
+            with open(self._run_dir / "output.log", "a") as log:
+                paths = self._install_libraries(libraries, log)
+        except Exception as error:
+            self._finish(
+                _failed(TerminationCodeCode.LIBRARY_INSTALLATION_ERROR, f"{type(error).__name__}: {error}")
+            )
+            return None
+        return None if self._cancelled else list(paths)
+
+    def _acquire_spark(self) -> SparkLease | None:
+        if self._spark is None or self._cancelled:
+            return None
+        cluster = self._launch.task.get("new_cluster") or {}
+        try:
+            lease = self._spark.acquire(cluster, self._launch.run_id)
+        except Exception as error:
+            self._finish(_failed(TerminationCodeCode.CLUSTER_ERROR, f"{type(error).__name__}: {error}"))
+            return None
+        with self._lock:
+            if not self._cancelled:
+                self._lease = lease
+                return lease
+        _quietly(lease.release)  # cancelled while the server was starting
+        return None
+
+    def _write_task_json(self) -> None:
+        path = self._run_dir / "task.json"
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(descriptor, 0o600)  # also when the file already existed with wider permissions
+        with os.fdopen(descriptor, "w") as handle:
+            json.dump(self._document, handle)
+
+    def _start_driver(self) -> subprocess.Popen[bytes] | None:
+        with self._lock:
+            if self._cancelled:
+                return None
+            with open(self._run_dir / "output.log", "ab") as log:
+                self._process = subprocess.Popen(
+                    [sys.executable, "-m", "aml_databricks.compute.driver", str(self._run_dir)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=self._run_dir,
+                    env=self._environment(),
+                    start_new_session=True,  # its own process group: cancel ends %sh children too
+                )
+            return self._process
+
+    def _environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
+        env["PYSPARK_PYTHON"] = sys.executable  # UDF workers need this interpreter's packages
+        env["PYTHONUNBUFFERED"] = "1"
+        cluster = self._launch.task.get("new_cluster") or {}
+        version = str(cluster.get("spark_version") or "")
+        if version[:1].isdigit():
+            # "15.4.x-scala2.12" -> "15.4": code tests this variable to know it runs on Databricks.
+            env["DATABRICKS_RUNTIME_VERSION"] = ".".join(version.split(".")[:2])
+        env.update({str(k): str(v) for k, v in (cluster.get("spark_env_vars") or {}).items()})
+        return env
+
+    # --- outcome -----------------------------------------------------------------------------
+
+    def _read_outcome(self) -> TaskOutcome:
+        logs, logs_truncated = self._logs()
+        try:
+            result = json.loads((self._run_dir / "result.json").read_text())
+        except (OSError, ValueError):
+            code = self._process.returncode if self._process is not None else None
+            tail = logs[-4000:].strip() if logs else ""
+            message = f"The driver process ended (exit code {code}) without a result." + (
+                f" Last output:\n{tail}" if tail else ""
+            )
+            return TaskOutcome(
+                RunResultState.FAILED,
+                TerminationCodeCode.DRIVER_ERROR,
+                f"The driver process ended (exit code {code}) without a result.",
+                error=message,
+                logs=logs,
+                logs_truncated=logs_truncated,
+            )
+        succeeded = result.get("result_state") == "SUCCESS"
+        return TaskOutcome(
+            RunResultState.SUCCESS if succeeded else RunResultState.FAILED,
+            TerminationCodeCode.SUCCESS if succeeded else TerminationCodeCode.RUN_EXECUTION_ERROR,
+            "" if succeeded else str(result.get("error") or "The task failed."),
+            notebook_result=result.get("notebook_result"),
+            truncated=bool(result.get("truncated")),
+            error=result.get("error"),
+            error_trace=result.get("error_trace"),
+            logs=logs,
+            logs_truncated=logs_truncated,
+        )
+
+    def _logs(self) -> tuple[str | None, bool]:
+        """The last 5 MB of output.log (already redacted by the driver)."""
+        try:
+            with open(self._run_dir / "output.log", "rb") as log:
+                size = log.seek(0, os.SEEK_END)
+                log.seek(max(0, size - LOG_LIMIT))
+                data = log.read()
+        except OSError:
+            return None, False
+        return data.decode("utf-8", errors="replace"), size > LOG_LIMIT
+
+    def _finish(self, outcome: TaskOutcome) -> None:
+        """Record the outcome; the first one wins (a cancel racing the driver's own end)."""
+        with self._lock:
+            if self._outcome is None:
+                self._outcome = outcome
+        self._finished.set()
+
+    def _release(self) -> None:
+        with self._lock:
+            lease, self._lease = self._lease, None
+        if lease is not None:
+            _quietly(lease.release)
+
+
+def _cluster_of(task: Mapping[str, Any]) -> dict[str, Any]:
+    """The task's compute, for `dbutils.notebook.run` children that run on the same cluster."""
+    for key in ("new_cluster", "existing_cluster_id", "job_cluster_key"):
+        if key in task:
+            return {key: task[key]}
+    return {}
+
+
+def _failed(code: TerminationCodeCode, error: str) -> TaskOutcome:
+    return TaskOutcome(RunResultState.FAILED, code, error, error=error)
+
+
+def _end_process_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the driver's process group, SIGKILL it after a grace period; reap the driver."""
+    for sig, grace in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            continue
+        # The driver is gone; children that ignored SIGTERM must not outlive it.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        return
+
+
+def _quietly(call: Callable[[], object]) -> None:
+    with contextlib.suppress(Exception):
+        call()
