@@ -1,0 +1,252 @@
+"""Credentials for the Databricks workspace: a chain of sources, each naming itself.
+
+Order (`--auth auto`), the first *configured* source is used:
+  1. databricks-token    DATABRICKS_TOKEN
+  2. keyvault-pat        a PAT in Key Vault: --keyvault-url + --keyvault-secret-name, read with
+                         azure-identity's DefaultAzureCredential (the demo's way)
+  3. managed-identity    the Azure ML compute's identity, an Entra ID token, no PAT; client id from
+                         --managed-identity-client-id / DEFAULT_IDENTITY_CLIENT_ID (a compute can
+                         carry several identities, so the id is never guessed)
+  4. service-principal   ARM_CLIENT_ID + ARM_CLIENT_SECRET + ARM_TENANT_ID, an Entra ID token
+  5. azure-cli           `az` on PATH and logged in, an Entra ID token
+A configured source that fails is an error, not a reason to try the next one: silently falling
+back would hide a misconfiguration behind a different identity. `--auth KIND` forces one source.
+
+Entra ID tokens go to databricks-sdk through a `CredentialsStrategy` built on azure-identity, which
+also covers managed identity (databricks-sdk for Python has no `azure-msi`). The log names the
+kind; values never leave this module except as the Authorization header.
+
+Azure classes are reached through `AzureFactories`, so tests hand in fakes; the defaults import
+azure-identity and azure-keyvault-secrets lazily (only the chosen source pays for its import).
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from aml_databricks.errors import AuthError
+from aml_databricks.step.settings import Settings
+
+if TYPE_CHECKING:
+    from databricks.sdk.config import Config
+    from databricks.sdk.credentials_provider import CredentialsStrategy
+
+# The AzureDatabricks first-party application: tokens for this scope are accepted by every
+# Azure Databricks workspace the identity is a member of.
+AZURE_DATABRICKS_SCOPE = "2ff814a6-3304-4ab8-85cb-cd0e6f879c1d/.default"
+# Refresh a cached token this long before it expires, so a request never carries a stale one.
+_REFRESH_MARGIN_SECONDS = 300
+
+
+class AccessToken(Protocol):
+    @property
+    def token(self) -> str: ...
+
+    @property
+    def expires_on(self) -> int: ...
+
+
+class TokenCredential(Protocol):
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken: ...
+
+
+class SecretReader(Protocol):
+    def get_secret(self, name: str) -> Any: ...
+
+
+@dataclass(frozen=True)
+class AzureFactories:
+    """Where the Azure credential objects come from; tests replace these with fakes."""
+
+    default_credential: Callable[[], TokenCredential]
+    managed_identity: Callable[[str | None], TokenCredential]
+    client_secret: Callable[[str, str, str], TokenCredential]  # tenant, client id, secret
+    azure_cli: Callable[[], TokenCredential]
+    secret_client: Callable[[str, TokenCredential], SecretReader]  # vault url, credential
+    az_on_path: Callable[[], bool]
+
+
+def real_factories() -> AzureFactories:
+    def default_credential() -> TokenCredential:
+        from azure.identity import DefaultAzureCredential
+
+        return DefaultAzureCredential()
+
+    def managed_identity(client_id: str | None) -> TokenCredential:
+        from azure.identity import ManagedIdentityCredential
+
+        return ManagedIdentityCredential(client_id=client_id) if client_id else ManagedIdentityCredential()
+
+    def client_secret(tenant: str, client_id: str, secret: str) -> TokenCredential:
+        from azure.identity import ClientSecretCredential
+
+        return ClientSecretCredential(tenant_id=tenant, client_id=client_id, client_secret=secret)
+
+    def azure_cli() -> TokenCredential:
+        from azure.identity import AzureCliCredential
+
+        return AzureCliCredential()
+
+    def secret_client(vault_url: str, credential: TokenCredential) -> SecretReader:
+        from azure.keyvault.secrets import SecretClient
+
+        return SecretClient(vault_url=vault_url, credential=credential)  # type: ignore[arg-type]
+
+    return AzureFactories(
+        default_credential=default_credential,
+        managed_identity=managed_identity,
+        client_secret=client_secret,
+        azure_cli=azure_cli,
+        secret_client=secret_client,
+        az_on_path=lambda: shutil.which("az") is not None,
+    )
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What the client needs: a PAT, or a strategy that yields Entra ID tokens. `kind` is loggable."""
+
+    kind: str
+    token: str | None = None
+    strategy: CredentialsStrategy | None = None
+    secret_values: tuple[str, ...] = ()  # what to mask in any output
+
+    def config_kwargs(self) -> dict[str, Any]:
+        if self.token is not None:
+            return {"token": self.token, "auth_type": "pat"}
+        return {"credentials_strategy": self.strategy}
+
+    def __repr__(self) -> str:  # never show the token, even in a debugger or a traceback
+        return f"Credentials(kind={self.kind!r})"
+
+
+class EntraTokenCache:
+    """Tokens for the Azure Databricks scope from one azure-identity credential, refreshed shortly
+    before they expire (AzureCliCredential does no caching of its own)."""
+
+    def __init__(self, credential: TokenCredential, clock: Callable[[], float] = time.time) -> None:
+        self._credential = credential
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self._expires_on = 0.0
+
+    def token(self) -> str:
+        with self._lock:
+            if self._token is None or self._expires_on - self._clock() < _REFRESH_MARGIN_SECONDS:
+                access = self._credential.get_token(AZURE_DATABRICKS_SCOPE)
+                self._token, self._expires_on = access.token, float(access.expires_on)
+            return self._token
+
+
+def entra_strategy(kind: str, cache: EntraTokenCache) -> CredentialsStrategy:
+    from databricks.sdk.credentials_provider import CredentialsProvider, CredentialsStrategy
+
+    class _EntraStrategy(CredentialsStrategy):
+        def auth_type(self) -> str:
+            return kind
+
+        def __call__(self, cfg: Config) -> CredentialsProvider:
+            return lambda: {"Authorization": f"Bearer {cache.token()}"}
+
+    return _EntraStrategy()
+
+
+def resolve_credentials(
+    settings: Settings, env: Mapping[str, str], factories: AzureFactories | None = None
+) -> Credentials:
+    f = factories or real_factories()
+    wanted = settings.auth
+    for kind, configured, build in _sources(settings, env, f):
+        if wanted == kind or (wanted == "auto" and configured):
+            return build()
+    if wanted != "auto":
+        raise AuthError(f"--auth {wanted}: not configured")  # unreachable: every kind has a source
+    raise AuthError(
+        "no Databricks credential found: set DATABRICKS_TOKEN, or --keyvault-url and "
+        "--keyvault-secret-name, or DEFAULT_IDENTITY_CLIENT_ID (managed identity), or "
+        "ARM_CLIENT_ID/ARM_CLIENT_SECRET/ARM_TENANT_ID, or log in with `az login`"
+    )
+
+
+def _sources(
+    s: Settings, env: Mapping[str, str], f: AzureFactories
+) -> list[tuple[str, bool, Callable[[], Credentials]]]:
+    arm = (env.get("ARM_TENANT_ID", ""), env.get("ARM_CLIENT_ID", ""), env.get("ARM_CLIENT_SECRET", ""))
+    in_azure_identity_env = bool(env.get("IDENTITY_ENDPOINT") or env.get("MSI_ENDPOINT"))
+    return [
+        ("databricks-token", bool(env.get("DATABRICKS_TOKEN")), lambda: _databricks_token(env)),
+        ("keyvault-pat", bool(s.keyvault_url and s.keyvault_secret_name), lambda: _keyvault_pat(s, f)),
+        (
+            "managed-identity",
+            bool(s.managed_identity_client_id),
+            lambda: _entra("managed-identity", f.managed_identity(s.managed_identity_client_id)),
+        ),
+        (
+            "service-principal",
+            all(arm),
+            lambda: _entra("service-principal", _client_secret(arm, f)),
+        ),
+        (
+            "azure-cli",
+            f.az_on_path() and not in_azure_identity_env,
+            lambda: _entra("azure-cli", f.azure_cli()),
+        ),
+    ]
+
+
+def _databricks_token(env: Mapping[str, str]) -> Credentials:
+    token = env.get("DATABRICKS_TOKEN", "").strip()
+    if not token:
+        raise AuthError("--auth databricks-token: DATABRICKS_TOKEN is not set")
+    return Credentials("databricks-token", token=token, secret_values=(token,))
+
+
+def _keyvault_pat(s: Settings, f: AzureFactories) -> Credentials:
+    if not (s.keyvault_url and s.keyvault_secret_name):
+        raise AuthError("--auth keyvault-pat needs --keyvault-url and --keyvault-secret-name")
+    name = s.keyvault_secret_name
+    try:
+        client = f.secret_client(s.keyvault_url, f.default_credential())
+        value = client.get_secret(name).value
+    except Exception as exc:  # azure-core raises many types; the message must name the vault, not a value
+        raise AuthError(
+            f"could not read secret {name!r} from Key Vault {s.keyvault_url}: {_azure_reason(exc)}"
+        ) from None
+    if not value:
+        raise AuthError(f"Key Vault secret {name!r} in {s.keyvault_url} is empty")
+    token = str(value).strip()
+    return Credentials("keyvault-pat", token=token, secret_values=(token,))
+
+
+def _client_secret(arm: tuple[str, str, str], f: AzureFactories) -> TokenCredential:
+    tenant, client_id, secret = arm
+    if not all(arm):
+        raise AuthError("--auth service-principal needs ARM_TENANT_ID, ARM_CLIENT_ID and ARM_CLIENT_SECRET")
+    return f.client_secret(tenant, client_id, secret)
+
+
+def _entra(kind: str, credential: TokenCredential) -> Credentials:
+    cache = EntraTokenCache(credential)
+    try:
+        token = cache.token()  # fail here, with a clear line, rather than inside the first API call
+    except Exception as exc:
+        raise AuthError(
+            f"{kind}: could not get an Entra ID token for Azure Databricks: {_azure_reason(exc)}"
+        ) from None
+    return Credentials(kind, strategy=entra_strategy(kind, cache), secret_values=(token,))
+
+
+def _azure_reason(exc: Exception) -> str:
+    """The first line of an azure-identity/azure-core error: those messages name the failing step
+    and hold no secret values, but run to many lines of troubleshooting links."""
+    name = type(exc).__name__
+    if name == "ResourceNotFoundError":
+        return "secret not found"
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else name
+    return f"{name}: {first_line}"

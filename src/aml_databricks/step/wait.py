@@ -1,0 +1,188 @@
+"""Waiting for a run: the poll policy, and a loop whose clock and stop signal are injected.
+
+The SDK's own waiter sleeps uninterruptibly and raises on INTERNAL_ERROR, so the step has its own:
+`wait_until_terminal(poll, clock, stop, policy)` polls, sleeps with `clock.sleep(seconds, stop)`
+(which returns early when `stop` is set, e.g. by SIGTERM) and returns why it ended. Tests pass a
+fake clock whose sleep only advances a counter, so no test ever sleeps.
+
+Poll policy: the interval grows with the run's age as `coefficient * elapsed ** exponent`, floored
+at `min_interval` and capped at `max_interval`. With exponent < 0.5 the number of polls times the
+expected detection delay stays within the run's length (interval ∝ t^p gives
+polls ≈ t^(1-p) / (c(1-p)) and a mean delay of c·t^p / 2, so their product over t is 1 / (2(1-p)):
+0.83 for p = 0.4), while a 2 s run is still seen within about half a second.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Generic, Protocol, TypeVar
+
+from databricks.sdk.service.jobs import Run, RunLifeCycleState, RunLifecycleStateV2State
+
+# The SDK documents these three as terminal; every other state, known or not, means "keep waiting".
+TERMINAL_STATES = frozenset(
+    {RunLifeCycleState.TERMINATED, RunLifeCycleState.SKIPPED, RunLifeCycleState.INTERNAL_ERROR}
+)
+
+
+class Clock(Protocol):
+    def monotonic(self) -> float: ...
+
+    def time(self) -> float: ...
+
+    def sleep(self, seconds: float, stop: threading.Event) -> bool:
+        """Sleep up to `seconds`; return True when `stop` was set (early or already)."""
+        ...
+
+
+class RealClock:
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def time(self) -> float:
+        return time.time()
+
+    def sleep(self, seconds: float, stop: threading.Event) -> bool:
+        return stop.wait(max(0.0, seconds))
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    min_interval: float = 0.25
+    coefficient: float = 0.68
+    exponent: float = 0.4
+    max_interval: float = 10.0
+
+    def interval(self, elapsed: float) -> float:
+        grown = self.coefficient * math.pow(max(0.0, elapsed), self.exponent)
+        return min(self.max_interval, max(self.min_interval, grown))
+
+
+@dataclass(frozen=True)
+class RunObservation:
+    """One `runs/get` answer. `life_cycle_state` is the raw name, so a state this SDK version does
+    not know is still shown by name (the SDK's enum parser turns it into None)."""
+
+    run: Run
+    life_cycle_state: str
+    result_state: str | None
+    state_message: str
+
+    @classmethod
+    def from_response(cls, body: dict[str, Any]) -> RunObservation:
+        state = body.get("state") or {}
+        lifecycle = state.get("life_cycle_state") or (body.get("status") or {}).get("state") or "UNKNOWN"
+        return cls(
+            run=Run.from_dict(body),
+            life_cycle_state=str(lifecycle),
+            result_state=state.get("result_state"),
+            state_message=str(state.get("state_message") or ""),
+        )
+
+    @property
+    def known_state(self) -> RunLifeCycleState | None:
+        return _enum_or_none(RunLifeCycleState, self.life_cycle_state)
+
+    @property
+    def terminal(self) -> bool:
+        if self.known_state is not None:
+            return self.known_state in TERMINAL_STATES
+        # An unknown lifecycle state: trust the newer `status` field if it says the run is over.
+        status = self.run.status
+        return status is not None and status.state == RunLifecycleStateV2State.TERMINATED
+
+    @property
+    def label(self) -> str:
+        return f"{self.life_cycle_state}/{self.result_state}" if self.result_state else self.life_cycle_state
+
+
+E = TypeVar("E", bound=Enum)
+
+
+def _enum_or_none(enum: type[E], value: str) -> E | None:
+    try:
+        return enum(value)
+    except ValueError:
+        return None
+
+
+class EndReason(Enum):
+    TERMINAL = "terminal"
+    STOPPED = "stopped"
+    DEADLINE = "deadline"
+
+
+class Observation(Protocol):
+    @property
+    def terminal(self) -> bool: ...
+
+
+ObsT = TypeVar("ObsT", bound=Observation)
+
+
+@dataclass(frozen=True)
+class WaitOutcome(Generic[ObsT]):
+    last: ObsT
+    reason: EndReason
+    elapsed: float
+
+
+def wait_until_terminal(
+    poll: Callable[[], ObsT],
+    *,
+    clock: Clock,
+    stop: threading.Event,
+    policy: PollPolicy,
+    deadline: float | None = None,
+    on_poll: Callable[[ObsT, float], None] | None = None,
+    started_at: float | None = None,
+) -> WaitOutcome[ObsT]:
+    """Poll until a terminal observation, `stop`, or `deadline` seconds after `started_at`.
+
+    Elapsed time counts from `started_at` (the submit), so the policy sees the run's age even when
+    the step was restarted and reattached.
+    """
+    start = clock.monotonic() if started_at is None else started_at
+    while True:
+        observation = poll()
+        elapsed = clock.monotonic() - start
+        if on_poll is not None:
+            on_poll(observation, elapsed)
+        if observation.terminal:
+            return WaitOutcome(observation, EndReason.TERMINAL, elapsed)
+        if stop.is_set():
+            return WaitOutcome(observation, EndReason.STOPPED, elapsed)
+        pause = policy.interval(elapsed)
+        if deadline is not None:
+            if elapsed >= deadline:
+                return WaitOutcome(observation, EndReason.DEADLINE, elapsed)
+            pause = min(pause, deadline - elapsed)
+        if clock.sleep(pause, stop):
+            return WaitOutcome(observation, EndReason.STOPPED, clock.monotonic() - start)
+
+
+class StateLog:
+    """One log line per state change, with the time since submit; on a TTY also a live line that
+    is rewritten in place (Azure ML's log viewer is not a TTY, so it only gets the change lines)."""
+
+    def __init__(self, emit: Callable[[str], None], live: Callable[[str], None] | None = None) -> None:
+        self._emit = emit
+        self._live = live
+        self._last: tuple[str, str | None, str] | None = None
+
+    def __call__(self, observation: RunObservation, elapsed: float) -> None:
+        key = (observation.life_cycle_state, observation.result_state, observation.state_message)
+        if key != self._last:
+            self._last = key
+            note = (
+                "" if observation.known_state or observation.terminal else " (unknown state: still waiting)"
+            )
+            message = f": {observation.state_message}" if observation.state_message else ""
+            self._emit(f"[{elapsed:7.1f}s] {observation.label}{message}{note}")
+        elif self._live is not None:
+            self._live(f"[{elapsed:7.1f}s] {observation.label} …")
