@@ -31,6 +31,7 @@ TERMINAL_NAMES: tuple[str, ...] = tuple(sorted(s.value for s in TERMINAL))
 
 # Which lifecycle state may follow which. Cancel and failure can strike from any live state.
 TRANSITIONS: dict[RunLifeCycleState, frozenset[RunLifeCycleState]] = {
+    L.BLOCKED: frozenset({L.QUEUED, L.TERMINATED, L.SKIPPED, L.INTERNAL_ERROR}),  # waiting on upstream tasks
     L.QUEUED: frozenset({L.PENDING, L.TERMINATED, L.SKIPPED, L.INTERNAL_ERROR}),
     L.PENDING: frozenset({L.RUNNING, L.TERMINATING, L.TERMINATED, L.SKIPPED, L.INTERNAL_ERROR}),
     L.RUNNING: frozenset({L.TERMINATING, L.TERMINATED, L.INTERNAL_ERROR}),

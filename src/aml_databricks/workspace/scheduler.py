@@ -168,6 +168,7 @@ class Scheduler:
         with self.store.transaction() as db:
             run_id, *task_ids = self.store.next_run_ids(db, 1 + len(tasks))
             state, status = lifecycle.render_state(L.QUEUED)
+            blocked = lifecycle.render_state(L.BLOCKED)
             doc: dict[str, Any] = {
                 "run_id": run_id, "number_in_job": run_id, "original_attempt_run_id": run_id,
                 "run_name": spec["run_name"], "run_type": run_type, "format": spec["format"],
@@ -191,6 +192,8 @@ class Scheduler:
                                          "spark_context_id": str(task_id)},
                     "state": state, "status": status,
                 }
+                if settings.get("depends_on"):
+                    task_doc["state"], task_doc["status"] = blocked
                 if job_id is not None:
                     task_doc["job_id"] = job_id
                 self.store.insert_run(db, task_doc, parent_run_id=run_id)
@@ -261,6 +264,8 @@ class Scheduler:
                 self._end_task(run, task, L.SKIPPED, result,
                                f"Skipped: run_if {run_if.value} does not hold for its upstream tasks.")
                 return
+            task.doc["start_time"] = now_ms()
+            self._set_task(run, task, L.QUEUED)
             self._execute(run, task)
         except Exception as exc:
             log.exception("task run %s failed inside the scheduler", task.doc["run_id"])
@@ -414,7 +419,9 @@ class Scheduler:
         current = L(run.doc["state"]["life_cycle_state"])
         if current not in order:
             return
-        states = [L(t.doc["state"]["life_cycle_state"]) for t in run.tasks.values()]
+        waiting = (L.BLOCKED, L.QUEUED)
+        states = [L.QUEUED if s in waiting else s
+                  for s in (L(t.doc["state"]["life_cycle_state"]) for t in run.tasks.values())]
         live = [s for s in states if s in order] + [L.RUNNING for s in states if s == L.TERMINATING]
         if not live:
             return  # all tasks done: _finish_run decides
