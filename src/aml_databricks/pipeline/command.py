@@ -1,0 +1,161 @@
+"""`aml-databricks pipeline run`: an Azure ML pipeline on this machine, Databricks included."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from aml_databricks.errors import RunFailedError, StoppedError, UsageError
+
+DEFAULT_DATA_DIR = Path(".aml-databricks")
+BLOB_STORE_MOUNT = "/mnt/azuremlblobstore"  # where the demo mounts the Azure ML blob store in Databricks
+
+EXIT_CODES = """exit codes:
+  0    every node completed
+  1    a node failed (the pipeline stops there; later nodes do not run)
+  2    bad input: pipeline file, component reference, unbound input, cycle, --set, missing extra
+  130  stopped by Ctrl-C, 143 by SIGTERM (the running node is stopped and its Databricks run cancelled)
+"""
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser("pipeline", help="run an Azure ML pipeline locally")
+    commands = parser.add_subparsers(dest="pipeline_command", required=True, metavar="COMMAND")
+    run = commands.add_parser(
+        "run",
+        help="run an Azure ML pipeline (YAML or DSL) node by node on this machine",
+        description="Run an Azure ML pipeline locally: each command node runs as a process with the "
+        "environment Azure ML gives a job (AZUREML_RUN_ID, MLflow into DATA_DIR/mlruns), outputs in "
+        "DATA_DIR/datastore/azureml/<run id>/<output>. Nodes running the Databricks component talk "
+        "to a local workspace started for the run, with the datastore mounted at /mnt/azuremlblobstore.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument(
+        "pipeline",
+        metavar="PIPELINE",
+        help="pipeline YAML, or a DSL function: FILE.py[:FUNCTION] or package.module:FUNCTION "
+        "(default FUNCTION: build_pipeline)",
+    )
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="INPUT=VALUE",
+        dest="overrides",
+        help="set a pipeline input (repeatable)",
+    )
+    run.add_argument(
+        "--workspace",
+        metavar="URL",
+        help="use this Databricks workspace instead of starting a local one "
+        "(token from DATABRICKS_TOKEN, else the step's own credentials)",
+    )
+    run.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        help="local datastore, MLflow store and workspace state (default: %(default)s)",
+    )
+    run.add_argument(
+        "--components",
+        type=Path,
+        metavar="DIR",
+        help="component YAML files that resolve azureml:NAME:VERSION references "
+        "(the packaged execute_databricks_notebook is always known)",
+    )
+    run.add_argument(
+        "--notebooks",
+        type=Path,
+        metavar="DIR",
+        help="notebooks to upload to the local workspace: DIR/NAME.py (.sql, .ipynb) becomes the "
+        "notebook_path ending in /NAME (default: a notebooks/ folder beside or above the pipeline)",
+    )
+    run.set_defaults(func=run_command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from aml_databricks.pipeline.graph import topological_order
+    from aml_databricks.pipeline.load import load_pipeline
+    from aml_databricks.pipeline.report import summary_table
+    from aml_databricks.pipeline.runner import PipelineRunner
+    from aml_databricks.pipeline.tracking import LocalTracking
+
+    overrides = dict(_key_value(item) for item in args.overrides)
+    graph = load_pipeline(args.pipeline, overrides, args.components)
+    topological_order(graph.nodes)  # a cycle is reported before anything starts
+    data_dir: Path = args.data_dir.resolve()
+    tracking = LocalTracking(data_dir / "mlruns", graph.experiment_name)
+    databricks_nodes = [node for node in graph.nodes.values() if node.runs_databricks]
+
+    with _stop_on_sigterm(), _databricks(args, graph, databricks_nodes, data_dir) as target:
+        runner = PipelineRunner(graph, data_dir, databricks=target, tracking=tracking)
+        result = runner.run()
+    print()
+    print(summary_table(result, relative_to=Path.cwd()))
+    print(f"MLflow: {tracking.tracking_uri} (experiment {graph.experiment_name}, run {result.run_id})")
+    failed = result.failed
+    if failed is not None:
+        not_run = [n.node for n in result.nodes if n.status == "NotStarted"]
+        skipped = f"; not run: {', '.join(not_run)}" if not_run else ""
+        raise RunFailedError(
+            f"node '{failed.node}' failed with exit code {failed.exit_code}{skipped} (log: {failed.log})"
+        )
+    return 0
+
+
+@contextmanager
+def _databricks(args: argparse.Namespace, graph: Any, nodes: Sequence[Any], data_dir: Path) -> Iterator[Any]:
+    """The workspace the Databricks nodes use: --workspace, or a local one for the run's duration."""
+    from aml_databricks.pipeline.runner import DATASTORE, DatabricksTarget
+
+    if not nodes:
+        yield None
+        return
+    if args.workspace:
+        yield DatabricksTarget(args.workspace, os.environ.get("DATABRICKS_TOKEN"))
+        return
+    try:
+        from aml_databricks.workspace import LocalWorkspace
+    except ModuleNotFoundError as exc:
+        from aml_databricks.errors import MissingExtraError
+
+        raise MissingExtraError("local", "running Databricks nodes on the local workspace") from exc
+    from aml_databricks.pipeline.notebooks import upload_notebooks
+
+    mounts: dict[str, str | Path] = {BLOB_STORE_MOUNT: data_dir / DATASTORE}
+    print(
+        f"starting the local Databricks workspace ({data_dir}, {BLOB_STORE_MOUNT} -> {data_dir / DATASTORE})",
+        flush=True,
+    )
+    with LocalWorkspace(data_dir, mounts=mounts, spark=True) as workspace:
+        print(f"local Databricks workspace at {workspace.host}", flush=True)
+        upload_notebooks(workspace.client, graph, nodes, args.notebooks)
+        yield DatabricksTarget(workspace.host, workspace.token)
+
+
+@contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C: the running node is stopped, the workspace shut down, exit 143."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise StoppedError("stopped by SIGTERM", 143)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _key_value(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise UsageError(f"--set {item!r} is not INPUT=VALUE")
+    return key.strip(), value
