@@ -2,4 +2,5 @@
 
 pytest_plugins = [
     "tests.fixtures_workspace",
+    "tests.fixtures_spark",
 ]
