@@ -171,7 +171,7 @@ class DriverExecution:
             if self._spark is not None and lease is None:
                 return
             self._document["python_path"] = [str(p) for p in python_path]
-            self._document["spark"] = {"remote": lease.remote} if lease is not None else None
+            self._document["spark"] = self._spark_entry(lease)
             self._write_task_json()
             process = self._start_driver()
             if process is None:
@@ -218,6 +218,14 @@ class DriverExecution:
         _quietly(lease.release)  # cancelled while the server was starting
         return None
 
+    def _spark_entry(self, lease: SparkLease | None) -> dict[str, Any] | None:
+        """task.json's `spark`: the session to connect to and the cluster's runtime confs for it."""
+        if lease is None:
+            return None
+        from aml_databricks.compute.clusters import session_confs
+
+        return {"remote": lease.remote, "confs": session_confs(self._launch.task.get("new_cluster") or {})}
+
     def _write_task_json(self) -> None:
         path = self._run_dir / "task.json"
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -239,6 +247,8 @@ class DriverExecution:
                     env=self._environment(),
                     start_new_session=True,  # its own process group: cancel ends %sh children too
                 )
+            # lets a restarted workspace end a driver that a crash of this one left behind
+            (self._run_dir / "driver.pid").write_text(str(self._process.pid))
             return self._process
 
     def _environment(self) -> dict[str, str]:

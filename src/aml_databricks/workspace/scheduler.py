@@ -8,8 +8,11 @@ lifecycle.py; this module only applies them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import secrets
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +36,18 @@ POLL_SECONDS = 0.05
 
 # (source text, language) of a task's notebook or python file, or an error message.
 SourceResolver = Callable[[dict[str, Any]], tuple[str, str | None]]
+
+
+def end_orphaned_driver(run_dir: Path) -> None:
+    """Kill the driver a crashed workspace left behind (its pid file names its process group)."""
+    try:
+        pid = int((run_dir / "driver.pid").read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return
+    if b"aml_databricks.compute.driver" in cmdline and str(run_dir).encode() in cmdline:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
 
 
 class SourceNotFound(Exception):
@@ -94,10 +109,11 @@ class Scheduler:
         """End every run the previous server left in flight; returns how many."""
         count = 0
         for doc in self.store.unfinished_runs(lifecycle.TERMINAL_NAMES):
+            end_orphaned_driver(self.runs_dir / str(doc["run_id"]))
             doc["state"], doc["status"] = lifecycle.render_state(L.INTERNAL_ERROR, None, RESTART_MESSAGE)
             doc["end_time"] = doc.get("end_time") or now_ms()
             self.store.save_run(doc)
-            count += 1
+            count += "task_key" not in doc  # count runs, not their task runs
         return count
 
     def close(self, timeout: float = 10.0) -> None:
