@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run Azure Databricks work as Azure ML pipeline steps, in the cloud or on a local workspace.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, module_name in COMMANDS.items():
+    for module_name in COMMANDS.values():
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:

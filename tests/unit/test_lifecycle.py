@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from databricks.sdk.service.jobs import RunIf, RunLifeCycleState, RunResultState
 
@@ -25,7 +27,7 @@ def test_terminal_states_have_no_way_out() -> None:
 
 def test_forward_path_is_legal_and_backwards_is_not() -> None:
     path = [L.BLOCKED, L.QUEUED, L.PENDING, L.RUNNING, L.TERMINATING, L.TERMINATED]
-    for current, new in zip(path, path[1:]):
+    for current, new in itertools.pairwise(path):
         lifecycle.check_transition(current, new)
     with pytest.raises(lifecycle.IllegalTransition):
         lifecycle.check_transition(L.RUNNING, L.PENDING)

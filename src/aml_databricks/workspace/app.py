@@ -65,7 +65,7 @@ class Services:
 
     def __init__(self, store: Store, scheduler: Scheduler, token: str, *,
                  clusters: Callable[[], list[dict[str, Any]]] | None = None,
-                 mounts: Callable[[], dict[str, Any]] | None = None) -> None:
+                 mounts: Callable[[], list[dict[str, str]]] | None = None) -> None:
         self.store = store
         self.scheduler = scheduler
         self.token = token
@@ -73,15 +73,16 @@ class Services:
         self.objects = Objects(store)
         self.secrets = Secrets(store)
         self.clusters = clusters or (lambda: [])
-        self.mounts = mounts or (lambda: {})
+        self.mounts = mounts or (lambda: [])
+        self.faults: FaultInjector | None = None  # set by build_app; the admin endpoint changes it
 
 
 def build_app(services: Services, *, faults: str | None = None, faults_seed: int | None = None) -> FaultInjector:
     routes = _routes(services)
-    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    app: Any = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     injector = FaultInjector(app, parse_faults(faults), faults_seed,
                              exempt=lambda scope: _is_run_call(scope, services) or "/local/" in scope["path"])
-    services.faults = injector  # type: ignore[attr-defined]  # the admin endpoint changes it at run time
+    services.faults = injector
     return injector
 
 
@@ -146,8 +147,8 @@ def _endpoint(services: Services, handler: Handler, who: str = "any") -> Callabl
             return JSONResponse(error.body(), status_code=error.status)
         except Exception as exc:  # a bug must still answer in Databricks' error shape
             log.exception("%s %s failed", request.method, request.url.path)
-            error = InternalError(f"Local workspace error: {type(exc).__name__}: {exc}")
-            return JSONResponse(error.body(), status_code=error.status)
+            internal = InternalError(f"Local workspace error: {type(exc).__name__}: {exc}")
+            return JSONResponse(internal.body(), status_code=internal.status)
         return result if isinstance(result, Response) else JSONResponse(result)
 
     return route
@@ -155,11 +156,11 @@ def _endpoint(services: Services, handler: Handler, who: str = "any") -> Callabl
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    error: ApiError = EndpointNotFound(request.method, request.url.path)
+    problem: ApiError = EndpointNotFound(request.method, request.url.path)
     if exc.status_code == 405:
-        error = InvalidParameterValue(f"Method {request.method} is not allowed for {request.url.path}.")
-        error.status = 405
-    return JSONResponse(error.body(), status_code=error.status)
+        problem = InvalidParameterValue(f"Method {request.method} is not allowed for {request.url.path}.")
+        problem.status = 405
+    return JSONResponse(problem.body(), status_code=problem.status)
 
 
 def _flag(value: Any) -> bool:
@@ -174,6 +175,13 @@ def _routes(services: Services) -> list[Route]:
 
     def route(path: str, handler: Handler, method: str = "GET", who: str = "any") -> Route:
         return Route(path, _endpoint(services, handler, who), methods=[method])
+
+    def done(action: Callable[[Call], None]) -> Handler:
+        """A handler for a verb whose answer is an empty object."""
+        def handler(call: Call) -> dict[str, Any]:
+            action(call)
+            return {}
+        return handler
 
     def export(call: Call) -> Any:
         content, file_type = objects.export(call["path"], call["format"])
@@ -213,7 +221,8 @@ def _routes(services: Services) -> list[Route]:
         raise InvalidParameterValue(f"Cluster {call['cluster_id']} does not exist")
 
     def admin_faults(call: Call) -> dict[str, Any]:
-        injector: FaultInjector = services.faults  # type: ignore[attr-defined]
+        injector = services.faults
+        assert injector is not None
         if call.request.method == "POST":
             try:
                 plan = parse_faults(call["faults"])
@@ -254,18 +263,17 @@ def _routes(services: Services) -> list[Route]:
         route("/api/2.0/workspace/list", lambda c: {"objects": objects.list(c["path"])}),
         route("/api/2.0/workspace/export", export),
         route("/api/2.0/workspace/import", import_, "POST"),
-        route("/api/2.0/workspace/mkdirs", lambda c: objects.mkdirs(c["path"]) or {}, "POST"),
-        route("/api/2.0/workspace/delete",
-              lambda c: objects.delete(c["path"], _flag(c["recursive"])) or {}, "POST"),
+        route("/api/2.0/workspace/mkdirs", done(lambda c: objects.mkdirs(c["path"])), "POST"),
+        route("/api/2.0/workspace/delete", done(lambda c: objects.delete(c["path"], _flag(c["recursive"]))), "POST"),
         # secrets
         route("/api/2.0/secrets/scopes/create",
-              lambda c: secrets.create_scope(c["scope"], c["scope_backend_type"]) or {}, "POST"),
+              done(lambda c: secrets.create_scope(c["scope"], c["scope_backend_type"])), "POST"),
         route("/api/2.0/secrets/scopes/list", lambda c: {"scopes": secrets.list_scopes()}),
-        route("/api/2.0/secrets/scopes/delete", lambda c: secrets.delete_scope(c["scope"]) or {}, "POST"),
+        route("/api/2.0/secrets/scopes/delete", done(lambda c: secrets.delete_scope(c["scope"])), "POST"),
         route("/api/2.0/secrets/put",
-              lambda c: secrets.put(c["scope"], c["key"], c["string_value"], c["bytes_value"]) or {}, "POST"),
+              done(lambda c: secrets.put(c["scope"], c["key"], c["string_value"], c["bytes_value"])), "POST"),
         route("/api/2.0/secrets/list", lambda c: {"secrets": secrets.list(c["scope"])}),
-        route("/api/2.0/secrets/delete", lambda c: secrets.delete(c["scope"], c["key"]) or {}, "POST"),
+        route("/api/2.0/secrets/delete", done(lambda c: secrets.delete(c["scope"], c["key"])), "POST"),
         # clusters
         route("/api/2.0/clusters/list", lambda c: {"clusters": services.clusters()}),
         route("/api/2.0/clusters/get", cluster),

@@ -56,7 +56,7 @@ class Objects:
         path = normalize_path(path)
         row = self.store.get_object(path)
         if row is None:
-            if path in ALWAYS_THERE or path.startswith("/Users/") and path.count("/") == 2:
+            if path in ALWAYS_THERE or (path.startswith("/Users/") and path.count("/") == 2):
                 return {"object_type": "DIRECTORY", "path": path, "object_id": 0, "resource_id": "0"}
             raise PathNotFound(path)
         return _describe(row)

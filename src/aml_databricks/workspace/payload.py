@@ -74,7 +74,7 @@ def normalize_run(body: dict[str, Any], *, default_task_key: str = "main") -> di
 
     if body.get("tasks"):
         tasks, run_format = body["tasks"], "MULTI_TASK"
-        legacy = [k for k in ALL_TASK_TYPES + ("new_cluster", "existing_cluster_id") if k in body]
+        legacy = [k for k in (*ALL_TASK_TYPES, "new_cluster", "existing_cluster_id") if k in body]
         if legacy:
             raise InvalidParameterValue(f"Field {legacy[0]} cannot be set together with tasks.")
     else:
@@ -103,7 +103,7 @@ def normalize_run(body: dict[str, Any], *, default_task_key: str = "main") -> di
 
 
 def _legacy_task(body: dict[str, Any], task_key: str) -> dict[str, Any]:
-    task = {k: body[k] for k in ALL_TASK_TYPES + ("new_cluster", "existing_cluster_id", "libraries")
+    task = {k: body[k] for k in (*ALL_TASK_TYPES, "new_cluster", "existing_cluster_id", "libraries")
             if k in body}
     if not any(k in task for k in ALL_TASK_TYPES):
         raise InvalidParameterValue(
