@@ -137,7 +137,10 @@ def _databricks(args: argparse.Namespace, graph: Any, nodes: Sequence[Any], data
     with LocalWorkspace(data_dir, mounts=mounts, spark=True) as workspace:
         print(f"local Databricks workspace at {workspace.host}", flush=True)
         upload_notebooks(workspace.client, graph, nodes, args.notebooks)
-        yield DatabricksTarget(workspace.host, workspace.token)
+        # No cluster libraries by default: the step would pip-install azureml-mlflow (the demo's
+        # default), which a local notebook does not need to log into the local MLflow store, and
+        # which needs the network. A pipeline that sets the pypi input still gets its packages.
+        yield DatabricksTarget(workspace.host, workspace.token, environment={"AML_DATABRICKS_PYPI": ""})
 
 
 @contextmanager

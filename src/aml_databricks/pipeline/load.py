@@ -208,9 +208,7 @@ def _split_reference(reference: str) -> tuple[str, str]:
     """`azureml:name:version`, `name:version`, `name@latest` → (name, version)."""
     text = reference.removeprefix("azureml:")
     if text.startswith("//"):
-        raise UsageError(
-            f"unknown component azureml:{text}: registry and ARM references are not supported locally"
-        )
+        raise UsageError(f"unknown component azureml:{text}: registry and ARM references are not supported locally")
     if "@" in text:
         name, _, label = text.partition("@")
         if label != "latest":
@@ -226,9 +224,7 @@ def _version_key(version: str) -> tuple[int | str, ...]:
 
 def _node(name: str, job_node: Any, registry: ComponentRegistry, base: Path) -> Node:
     if job_node.type != "command":
-        raise UsageError(
-            f"node '{name}': {job_node.type} nodes are not supported locally, only command nodes"
-        )
+        raise UsageError(f"node '{name}': {job_node.type} nodes are not supported locally, only command nodes")
     component = job_node.component
     if isinstance(component, str):
         component = registry.get(component)
@@ -330,9 +326,7 @@ def _check_bindings(nodes: Mapping[str, Node], inputs: Mapping[str, Any]) -> Non
     for node in nodes.values():
         for key, binding in node.bindings.items():
             if isinstance(binding, ParentInput) and binding.name not in inputs:
-                raise UsageError(
-                    f"node '{node.name}', input '{key}': the pipeline has no input '{binding.name}'"
-                )
+                raise UsageError(f"node '{node.name}', input '{key}': the pipeline has no input '{binding.name}'")
             if isinstance(binding, NodeOutput):
                 upstream = nodes.get(binding.node)
                 if upstream is None:

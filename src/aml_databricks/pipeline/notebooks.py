@@ -64,9 +64,7 @@ def upload_notebooks(client: Any, graph: PipelineGraph, nodes: Sequence[Node], f
         source = find_source(folder, path)
         if source is None:
             if explicit:
-                raise UsageError(
-                    f"notebook {path}: no {posixpath.basename(path)}.py, .sql or .ipynb in {folder}"
-                )
+                raise UsageError(f"notebook {path}: no {posixpath.basename(path)}.py, .sql or .ipynb in {folder}")
             print(f"notebook {path}: not in {folder}, using the workspace's own", flush=True)
             continue
         jupyter = source.suffix == ".ipynb"

@@ -15,7 +15,7 @@ from typing import Any
 from aml_databricks.errors import UsageError
 
 PLACEHOLDER = re.compile(r"\$\{\{\s*(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
-OPTIONAL_PART = re.compile(r"\$\[\[(.*?)\]\]", re.DOTALL)
+OPTIONAL_PART = re.compile(r"\$\[\[(.*?)\]\]([ \t]*)", re.DOTALL)  # with the blanks after it
 
 
 def render_command(template: str, inputs: Mapping[str, Any], outputs: Mapping[str, str]) -> str:
@@ -26,7 +26,7 @@ def render_command(template: str, inputs: Mapping[str, Any], outputs: Mapping[st
         for kind, name in PLACEHOLDER.findall(part):
             if kind == "inputs" and inputs.get(name) is None:
                 return ""
-        return part
+        return part + match.group(2)
 
     def value_of(match: re.Match[str]) -> str:
         kind, name = match.group(1), match.group(2)

@@ -13,16 +13,11 @@ COLUMNS = ("node", "status", "duration", "outputs")
 def summary_table(result: PipelineResult, relative_to: Path | None = None) -> str:
     rows = [COLUMNS]
     for node in result.nodes:
-        outputs = (
-            ", ".join(f"{name}={_short(path, relative_to)}" for name, path in node.outputs.items()) or "-"
-        )
+        outputs = ", ".join(f"{name}={_short(path, relative_to)}" for name, path in node.outputs.items()) or "-"
         duration = f"{node.duration:.1f} s" if node.status != "NotStarted" else "-"
         rows.append((node.node, node.status, duration, outputs))
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS) - 1)]
-    lines = [
-        "  ".join([*(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)), row[-1]])
-        for row in rows
-    ]
+    lines = ["  ".join([*(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)), row[-1]]) for row in rows]
     return "\n".join(line.rstrip() for line in lines)
 
 

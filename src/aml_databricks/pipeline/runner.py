@@ -42,6 +42,7 @@ class DatabricksTarget:
 
     host: str
     token: str | None  # None: the nodes find their own credential (DATABRICKS_TOKEN, Key Vault ...)
+    environment: Mapping[str, str] = field(default_factory=dict)  # more settings for the step
 
 
 @dataclass
@@ -135,9 +136,7 @@ class PipelineRunner:
             values = input_values(node, self.graph.inputs, upstream)
             if node.runs_databricks and self.databricks and "databricks_host" in node.declared_inputs:
                 values["databricks_host"] = self.databricks.host  # point the step at our workspace
-            command = render_command(
-                node.command, values, {k: str(v) for k, v in node_result.outputs.items()}
-            )
+            command = render_command(node.command, values, {k: str(v) for k, v in node_result.outputs.items()})
             work_dir = node.code_dir or self._scratch_dir(pipeline.run_id, node.name)
             if not work_dir.is_dir():
                 raise UsageError(f"node '{node.name}': code folder not found: {work_dir}")
@@ -175,13 +174,14 @@ class PipelineRunner:
         # environment would; PYTHONUNBUFFERED so that the log streams while the node runs.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         env["PYTHONUNBUFFERED"] = "1"
-        env.update(node.environment_variables)
-        env["AZUREML_RUN_ID"] = run_id
-        env.update(self.tracking.environment(run_id))
         if node.runs_databricks and self.databricks:
+            env.update(self.databricks.environment)
             env["DATABRICKS_HOST"] = self.databricks.host
             if self.databricks.token:
                 env["DATABRICKS_TOKEN"] = self.databricks.token
+        env.update(node.environment_variables)
+        env["AZUREML_RUN_ID"] = run_id
+        env.update(self.tracking.environment(run_id))
         return env
 
     def _run_process(self, node: str, command: str, cwd: Path, env: dict[str, str], log: Path) -> int:

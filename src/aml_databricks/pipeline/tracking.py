@@ -40,9 +40,7 @@ class LocalTracking:
         )
 
     def start_pipeline(self, name: str) -> str:
-        run = self._client.create_run(
-            self.experiment_id, run_name=name, tags={"aml_databricks.kind": "pipeline"}
-        )
+        run = self._client.create_run(self.experiment_id, run_name=name, tags={"aml_databricks.kind": "pipeline"})
         return str(run.info.run_id)
 
     def start_node(self, parent_run_id: str, node: str) -> str:
