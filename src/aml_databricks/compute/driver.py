@@ -2,8 +2,9 @@
 
 It reads RUN_DIR/task.json, runs the notebook cell by cell (or the Python file as `__main__`) and
 always writes RUN_DIR/result.json, as docs/architecture.md ("The driver protocol") describes.
-Its stdout and stderr (fds 1 and 2) are the run's output.log; everything written to them passes
-through secret redaction.
+Its stdout and stderr are a pipe the executor copies to the run's output.log; the driver reports
+each secret value it fetches on the descriptor named by AML_DATABRICKS_SECRET_FD so the executor
+redacts it there (see compute/redaction.py), and redacts result.json's fields itself.
 
 A notebook's cells share one globals dict with `spark`, `dbutils`, `display`, `displayHTML`,
 `sql`, `table` and `getArgument`, as on Databricks. Each Python cell is compiled with a file name
@@ -41,7 +42,7 @@ from aml_databricks.compute.dbutils import (
 )
 from aml_databricks.compute.notebooks import Cell, Notebook
 from aml_databricks.compute.paths import PathMapper
-from aml_databricks.compute.redaction import RedactingPump, Redactor
+from aml_databricks.compute.redaction import Redactor, SecretChannel
 
 DISPLAY_MAX_ROWS = 1000
 _INTERNAL_FILES = frozenset({__file__})  # frames of the driver itself are left out of error traces
@@ -97,7 +98,8 @@ class TaskRunner:
 
     def __init__(self, task: dict[str, Any]) -> None:
         self.task = task
-        self.redactor = Redactor()
+        channel = SecretChannel.from_environment()
+        self.redactor = Redactor(on_add=channel.report if channel is not None else None)
         api = task.get("api") or {}
         self.api = WorkspaceApi(api["host"], api["token"]) if api.get("host") else None
         self.paths = PathMapper.from_config(task["fs"])
@@ -133,7 +135,8 @@ class TaskRunner:
         if remote:
             from aml_databricks.compute import spark_session
 
-            self.spark = spark_session.connect(remote, self.paths)
+            confs = (self.task.get("spark") or {}).get("confs") or {}
+            self.spark = spark_session.connect(remote, self.paths, confs)
         self.namespace = self._globals()
 
     def _globals(self) -> dict[str, Any]:
@@ -192,9 +195,7 @@ class TaskRunner:
         elif language == "fs":
             self.run_fs_magic(cell.source)
         elif language in _UNSUPPORTED_CELL_LANGUAGES:
-            raise CellError(
-                f"{_UNSUPPORTED_CELL_LANGUAGES[language]} cells are not supported by the local workspace"
-            )
+            raise CellError(f"{_UNSUPPORTED_CELL_LANGUAGES[language]} cells are not supported by the local workspace")
         else:
             raise CellError(f"unknown magic command %{language}")
 
@@ -433,14 +434,11 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(argv[0])
     result = TaskResult()
     redactor = Redactor()
-    pump: RedactingPump | None = None
     runner: TaskRunner | None = None
     try:
         task = json.loads((run_dir / "task.json").read_text())
         runner = TaskRunner(task)
         redactor = runner.redactor
-        pump = RedactingPump(redactor)
-        pump.start()
         for stream in (sys.stdout, sys.stderr):
             if isinstance(stream, io.TextIOWrapper):
                 stream.reconfigure(line_buffering=True)  # lines reach the log as they are printed
@@ -450,8 +448,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if runner is not None:
             runner.stop_spark()
-        if pump is not None:
-            pump.stop()
         _write_result(run_dir, result.as_json(redactor))
     return 0 if result.result_state == "SUCCESS" else 1
 

@@ -23,9 +23,11 @@ from typing import Any, TextIO
 from databricks.sdk.service.jobs import RunResultState, TerminationCodeCode
 
 from aml_databricks.compute.executor import SparkLease, SparkProvider, TaskLaunch, TaskOutcome
+from aml_databricks.compute.redaction import SECRET_FD_ENV, LogPump
 
 LOG_LIMIT = 5 * 1024 * 1024  # runs/get-output keeps the last 5 MB of logs
 KILL_GRACE_S = 1.0
+PUMP_DRAIN_S = 2.0
 # Variables of the workspace process that a task must not inherit (credentials of the workspace itself).
 _PRIVATE_ENV = ("AML_DATABRICKS_LOCAL_TOKEN", "DATABRICKS_TOKEN", "DATABRICKS_CLIENT_SECRET")
 
@@ -126,6 +128,7 @@ class DriverExecution:
         self._cancelled = False
         self._lease: SparkLease | None = None
         self._process: subprocess.Popen[bytes] | None = None
+        self._pump: LogPump | None = None
         self._thread = threading.Thread(target=self._run, name=f"task-run-{launch.run_id}", daemon=True)
 
     @property
@@ -149,6 +152,7 @@ class DriverExecution:
             _quietly(lease.interrupt)  # stop its Spark jobs on the server before the client goes
         if process is not None:
             _end_process_group(process)
+            self._drain_log()
         self._finish(
             TaskOutcome(
                 RunResultState.CANCELED,
@@ -178,6 +182,10 @@ class DriverExecution:
                 return
             self._on_running()
             process.wait()
+            # Background children of the task (`nohup ... &`) end with it, as on Databricks, and
+            # release the output pipe so the log is complete.
+            _end_process_group(process)
+            self._drain_log()
             self._finish(self._read_outcome())
         except Exception as error:
             self._finish(_failed(TerminationCodeCode.INTERNAL_ERROR, f"{type(error).__name__}: {error}"))
@@ -196,9 +204,7 @@ class DriverExecution:
             with open(self._run_dir / "output.log", "a") as log:
                 paths = self._install_libraries(libraries, log)
         except Exception as error:
-            self._finish(
-                _failed(TerminationCodeCode.LIBRARY_INSTALLATION_ERROR, f"{type(error).__name__}: {error}")
-            )
+            self._finish(_failed(TerminationCodeCode.LIBRARY_INSTALLATION_ERROR, f"{type(error).__name__}: {error}"))
             return None
         return None if self._cancelled else list(paths)
 
@@ -237,19 +243,36 @@ class DriverExecution:
         with self._lock:
             if self._cancelled:
                 return None
-            with open(self._run_dir / "output.log", "ab") as log:
+            output_read, output_write = os.pipe()
+            secrets_read, secrets_write = os.pipe()
+            try:
                 self._process = subprocess.Popen(
                     [sys.executable, "-m", "aml_databricks.compute.driver", str(self._run_dir)],
                     stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
+                    stdout=output_write,
+                    stderr=output_write,
+                    pass_fds=(secrets_write,),
                     cwd=self._run_dir,
-                    env=self._environment(),
+                    env={**self._environment(), SECRET_FD_ENV: str(secrets_write)},
                     start_new_session=True,  # its own process group: cancel ends %sh children too
                 )
+            except BaseException:
+                os.close(output_read)
+                os.close(secrets_read)
+                raise
+            finally:
+                os.close(output_write)
+                os.close(secrets_write)
+            self._pump = LogPump(output_read, secrets_read, self._run_dir / "output.log")
+            self._pump.start()
             # lets a restarted workspace end a driver that a crash of this one left behind
             (self._run_dir / "driver.pid").write_text(str(self._process.pid))
             return self._process
+
+    def _drain_log(self) -> None:
+        """Let the pump write the driver's last output; bounded: a stray holder of the pipe can't block."""
+        if self._pump is not None:
+            self._pump.join(PUMP_DRAIN_S)
 
     def _environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
@@ -308,9 +331,10 @@ class DriverExecution:
         return data.decode("utf-8", errors="replace"), size > LOG_LIMIT
 
     def _finish(self, outcome: TaskOutcome) -> None:
-        """Record the outcome; the first one wins (a cancel racing the driver's own end)."""
+        """Record the outcome; the first one wins, and once cancelled only the cancel's own."""
         with self._lock:
-            if self._outcome is None:
+            cancel_outcome = outcome.result_state == RunResultState.CANCELED
+            if self._outcome is None and (cancel_outcome or not self._cancelled):
                 self._outcome = outcome
         self._finished.set()
 

@@ -1,19 +1,25 @@
-"""Secret redaction, as Databricks does it: a fetched secret value printed by a notebook shows as [REDACTED].
+"""Secret redaction, as Databricks does it: a fetched secret value printed by a task shows as [REDACTED].
 
-The driver routes its file descriptors 1 and 2 through `RedactingPump`, a pipe whose reader
-thread redacts before writing to the real log. Working at the descriptor level (rather than
-wrapping `sys.stdout`) also covers output that never passes through Python's streams:
-`%sh` commands, `os.system`, native libraries and child processes.
+The redaction of a run's output happens outside the driver, in the executor's `LogPump`: the
+driver's stdout and stderr are one pipe that the pump copies to output.log, and the driver reports
+every secret value it fetches on a second pipe (`SecretChannel`) before handing the value to the
+task's code. Working on the descriptors covers output that never passes through Python's streams
+(`%sh`, `os.system`, native code, child processes), and living outside the driver means the last
+lines before a crash or a cancel still reach the log.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import select
-import sys
 import threading
+from collections.abc import Callable
+from pathlib import Path
 
 REDACTED = "[REDACTED]"
+# The environment variable naming the descriptor on which the driver reports secret values.
+SECRET_FD_ENV = "AML_DATABRICKS_SECRET_FD"
 # A line still without its newline (a prompt, a progress bar) is written after this long.
 _FLUSH_PARTIAL_AFTER_S = 0.1
 
@@ -21,19 +27,24 @@ _FLUSH_PARTIAL_AFTER_S = 0.1
 class Redactor:
     """The set of secret values fetched during a run, and their removal from text."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_add: Callable[[str], None] | None = None) -> None:
         self._values: tuple[str, ...] = ()
         self._encoded: tuple[bytes, ...] = ()
         self._lock = threading.Lock()
+        self._on_add = on_add
 
     def add(self, value: str) -> None:
         if not value:
             return  # an empty secret would "match" everywhere
         with self._lock:
+            if value in self._values:
+                return
             # Longest first, so a secret containing another one is replaced whole.
             values = sorted({*self._values, value}, key=len, reverse=True)
             self._values = tuple(values)
             self._encoded = tuple(v.encode() for v in values)
+        if self._on_add is not None:
+            self._on_add(value)
 
     def redact(self, text: str) -> str:
         for value in self._values:
@@ -46,64 +57,91 @@ class Redactor:
         return data
 
 
-class RedactingPump:
-    """Redirect this process's stdout and stderr descriptors through a redacting pipe."""
+class SecretChannel:
+    """The driver's end: one base64 line per secret value, written before the value is used."""
 
-    def __init__(self, redactor: Redactor) -> None:
-        self._redactor = redactor
-        self._target_fd = -1
-        self._read_fd = -1
-        self._thread: threading.Thread | None = None
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_environment(cls) -> SecretChannel | None:
+        fd = os.environ.pop(SECRET_FD_ENV, "")  # children of the task need not know it
+        return cls(int(fd)) if fd.isdigit() else None
+
+    def report(self, value: str) -> None:
+        line = base64.b64encode(value.encode()) + b"\n"
+        with self._lock:
+            while line:
+                line = line[os.write(self._fd, line) :]
+
+
+class LogPump:
+    """The executor's end: copy the driver's output to the log, redacting the secrets it reports."""
+
+    def __init__(self, output_fd: int, secrets_fd: int, log_path: Path) -> None:
+        self.redactor = Redactor()
+        self._output_fd = output_fd
+        self._secrets_fd: int | None = secrets_fd
+        self._secrets_pending = b""
+        self._log_path = log_path
+        self._thread = threading.Thread(target=self._run, name="log-pump", daemon=True)
 
     def start(self) -> None:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        self._target_fd = os.dup(1)  # where fd 1 pointed: the run's output.log
-        self._read_fd, write_fd = os.pipe()
-        os.dup2(write_fd, 1)
-        os.dup2(write_fd, 2)
-        os.close(write_fd)
-        self._thread = threading.Thread(target=self._pump, name="redacting-pump", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 2.0) -> None:
-        """Restore the descriptors and drain the pipe (a child still holding it is not waited for)."""
-        if self._thread is None:
-            return
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        except (OSError, ValueError):
-            pass
-        os.dup2(self._target_fd, 1)  # closes our last write ends of the pipe: the reader sees EOF
-        os.dup2(self._target_fd, 2)
+    def join(self, timeout: float) -> None:
         self._thread.join(timeout)
-        self._thread = None
 
-    def _pump(self) -> None:
+    def _run(self) -> None:
+        with open(self._log_path, "ab") as log:
+            try:
+                self._copy(log.fileno())
+            finally:
+                os.close(self._output_fd)
+                if self._secrets_fd is not None:
+                    os.close(self._secrets_fd)
+
+    def _copy(self, log_fd: int) -> None:
         pending = b""
         while True:
-            ready, _, _ = select.select([self._read_fd], [], [], _FLUSH_PARTIAL_AFTER_S if pending else None)
+            watched = [self._output_fd] + ([self._secrets_fd] if self._secrets_fd is not None else [])
+            timeout = _FLUSH_PARTIAL_AFTER_S if pending else None
+            ready, _, _ = select.select(watched, [], [], timeout)
+            if self._secrets_fd in ready:
+                self._read_secrets()
             if not ready:
-                self._write(pending)
+                _write_all(log_fd, self.redactor.redact_bytes(pending))
                 pending = b""
                 continue
-            chunk = os.read(self._read_fd, 65536)
+            if self._output_fd not in ready:
+                continue
+            chunk = os.read(self._output_fd, 65536)
             if not chunk:
                 break
+            # A secret reported just before this output was printed is in the secrets pipe by now.
+            self._read_secrets()
             pending += chunk
             # Redact whole lines only, so a secret split across two reads is still found.
             cut = pending.rfind(b"\n") + 1
             if cut:
-                self._write(pending[:cut])
+                _write_all(log_fd, self.redactor.redact_bytes(pending[:cut]))
                 pending = pending[cut:]
-        self._write(pending)
-        os.close(self._read_fd)
+        _write_all(log_fd, self.redactor.redact_bytes(pending))
 
-    def _write(self, data: bytes) -> None:
-        if not data:
-            return
-        data = self._redactor.redact_bytes(data)
-        while data:
-            written = os.write(self._target_fd, data)
-            data = data[written:]
+    def _read_secrets(self) -> None:
+        while self._secrets_fd is not None and select.select([self._secrets_fd], [], [], 0)[0]:
+            chunk = os.read(self._secrets_fd, 65536)
+            if not chunk:
+                os.close(self._secrets_fd)
+                self._secrets_fd = None
+                break
+            self._secrets_pending += chunk
+            *lines, self._secrets_pending = self._secrets_pending.split(b"\n")
+            for line in lines:
+                self.redactor.add(base64.b64decode(line).decode(errors="replace"))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data) :]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aml_databricks.compute.paths import PathMapper
@@ -19,21 +19,22 @@ _PATH_KEYWORDS = ("path", "paths")
 _PATCHED = "_aml_databricks_paths"
 
 
-def connect(remote: str, paths: PathMapper) -> Any:
-    """A session on `remote` (sc://host:port/;session_id=...), with this run's mounts applied."""
+def connect(remote: str, paths: PathMapper, confs: Mapping[str, str] | None = None) -> Any:
+    """A session on `remote` (sc://host:port/;session_id=...) with the cluster's runtime `confs`
+    (its spark_conf, minus what needs a server of its own) and this run's mounts applied."""
     # User code calling SparkSession.builder.getOrCreate() (Python files do) gets this same session.
     os.environ["SPARK_REMOTE"] = remote
     from pyspark.sql import SparkSession
 
     session = SparkSession.builder.remote(remote).getOrCreate()
-    apply_mounts(session, paths)
+    apply_mounts(session, paths, confs)
     rewrite_reader_writer_paths(paths)
     return session
 
 
-def apply_mounts(session: Any, paths: PathMapper) -> None:
+def apply_mounts(session: Any, paths: PathMapper, extra: Mapping[str, str] | None = None) -> None:
     """Session confs for ViewFS: mounts made at run time reach Spark without a server restart."""
-    confs = paths.viewfs_session_confs()
+    confs = {**(extra or {}), **paths.viewfs_session_confs()}
     setter = getattr(session.conf, "_set_all", None)  # one round trip instead of one per conf
     if setter is not None:
         setter(confs, silent=True)
