@@ -252,6 +252,7 @@ class _Server:
     start_time_ms: int = 0
     ready: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
+    startup_s: dict[str, float] = field(default_factory=dict)  # phase -> seconds, for describe()
 
     @property
     def pid(self) -> int | None:
@@ -427,6 +428,8 @@ class ClusterPool:
             row["autoscale"] = dict(spec["autoscale"])
         if server and server.start_time_ms:
             row["start_time"] = server.start_time_ms
+            row["local_startup_s"] = {k: round(v, 3) for k, v in server.startup_s.items()}
+            row["local_pid"] = server.pid
         return row
 
     # -- internals --------------------------------------------------------------------------------
@@ -567,7 +570,8 @@ class ClusterPool:
         """Ready means the port accepts and a trivial query runs (that also warms the JVM up)."""
         assert server.process is not None
         log_path = self._cluster_dir(server) / "server.log"
-        deadline = time.monotonic() + START_TIMEOUT_S
+        started = time.monotonic()
+        deadline = started + START_TIMEOUT_S
         while not _port_open(server.port):
             if self._closed.is_set():
                 raise ClusterStartError("the cluster pool was closed while the server started")
@@ -582,15 +586,25 @@ class ClusterPool:
                     f"{log_path} ends with:\n{_tail(log_path)}"
                 )
             time.sleep(0.1)
+        server.startup_s["port_open"] = time.monotonic() - started
         from pyspark.sql.connect.session import SparkSession
 
         spark = SparkSession(connection=server.remote(str(uuid.uuid4())))
         try:
+            mark = time.monotonic()
             spark.sql("SELECT 1").collect()
+            server.startup_s["first_query"] = time.monotonic() - mark
             if self.install_samples and server.cluster_id == DEFAULT_CLUSTER_ID:
+                mark = time.monotonic()
                 self._install_samples_once(spark)
+                server.startup_s["samples"] = time.monotonic() - mark
         finally:
             spark.stop()
+        log.info(
+            "cluster %s ready: %s",
+            server.cluster_id,
+            ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in server.startup_s.items()),
+        )
 
     def _install_samples_once(self, spark: Any) -> None:
         """Sample tables on the first start of a data dir; the marker spares later starts the check."""
