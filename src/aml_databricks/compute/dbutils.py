@@ -380,7 +380,7 @@ class FsUtils(_Help):
         try:
             self._context.api.post(path, body)
         except ApiError as error:
-            if error.status != 404:
+            if not _endpoint_missing(error):
                 raise
 
     def _existing(self, path: str) -> Path:
@@ -395,6 +395,11 @@ class FsUtils(_Help):
         if local.is_dir():
             return FileInfo(shown.rstrip("/") + "/", name + "/", 0, int(stat.st_mtime * 1000))
         return FileInfo(shown, name, stat.st_size, int(stat.st_mtime * 1000))
+
+
+def _endpoint_missing(error: ApiError) -> bool:
+    """The workspace doesn't offer this call (an older or partial server), as opposed to refusing it."""
+    return error.status in (404, 405) or (error.status == 400 and "is not allowed for" in error.message)
 
 
 # --- secrets -------------------------------------------------------------------------------------

@@ -59,13 +59,11 @@ class DriverExecutor:
         return execution
 
     def close(self) -> None:
-        """Cancel runs still in flight and stop the Spark servers of the provider this executor was given."""
+        """Cancel runs still in flight. The Spark provider is left to whoever made it (LocalWorkspace)."""
         with self._lock:
             executions, self._executions = list(self._executions), set()
         for execution in executions:
             execution.cancel()
-        if self._spark is not None:
-            self._spark.close()
 
     def _task_document(self, launch: TaskLaunch) -> dict[str, Any]:
         """task.json without the `spark` and `python_path` entries, which start-up fills in."""

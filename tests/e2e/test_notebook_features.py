@@ -1,0 +1,247 @@
+"""Notebook features that call back into the workspace (secrets, taskValues, %run, notebook.run) and
+that need real Spark (the demo's table -> mount pattern, %sql, DBFS and storage paths, cancel).
+
+Driven through databricks-sdk against a live local workspace, as users drive it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from databricks.sdk import WorkspaceClient
+from databricks.sdk.service.compute import ClusterSpec
+from databricks.sdk.service.jobs import (
+    NotebookTask,
+    Run,
+    RunLifeCycleState,
+    RunOutput,
+    RunResultState,
+    SubmitTask,
+    TaskDependency,
+)
+
+from aml_databricks.compute.clusters import ClusterPool
+from aml_databricks.compute.process import DriverExecutor
+from aml_databricks.workspace import LocalWorkspace
+from tests.fixtures_workspace import upload_notebook
+
+WAIT = timedelta(seconds=120)
+SEP = "\n\n# COMMAND ----------\n\n"
+
+
+def task(key: str, path: str, params: dict[str, str] | None = None, **extra: object) -> SubmitTask:
+    extra.setdefault("existing_cluster_id", "local")
+    return SubmitTask(task_key=key, notebook_task=NotebookTask(notebook_path=path, base_parameters=params), **extra)
+
+
+def run_one(client: WorkspaceClient, path: str, params: dict[str, str] | None = None, **extra: object) -> RunOutput:
+    run = client.jobs.submit(run_name=path, tasks=[task("main", path, params, **extra)]).result(timeout=WAIT)
+    return client.jobs.get_run_output(run.tasks[0].run_id)
+
+
+def output_log(workspace: LocalWorkspace, task_run_id: int) -> str:
+    return (workspace.data_dir / "runs" / str(task_run_id) / "output.log").read_text()
+
+
+# --- through the API, without Spark ---------------------------------------------------------------
+
+
+def test_run_includes_a_sibling_notebook_in_the_same_globals(client: WorkspaceClient) -> None:
+    upload_notebook(client, "/Shared/e2e/lib/helpers", 'greeting = "hello " + dbutils.widgets.get("who")\n')
+    path = upload_notebook(
+        client,
+        "/Shared/e2e/main_with_run",
+        '# MAGIC %run ./lib/helpers $who="world"' + SEP + "dbutils.notebook.exit(greeting)",
+    )
+    output = run_one(client, path)
+
+    assert output.error is None, output.error_trace
+    assert output.notebook_output.result == "hello world"
+
+
+def test_failing_included_notebook_names_its_own_cell(client: WorkspaceClient) -> None:
+    upload_notebook(client, "/Shared/e2e/bad_helpers", "x = 1" + SEP + "y = x / 0\n")
+    path = upload_notebook(client, "/Shared/e2e/includes_bad", "# MAGIC %run ./bad_helpers")
+    output = run_one(client, path)
+
+    assert output.error == "ZeroDivisionError: division by zero"
+    assert 'File "<notebook /Shared/e2e/bad_helpers, cell 2>", line 6' in output.error_trace
+
+
+def test_secret_values_are_redacted(client: WorkspaceClient, workspace: LocalWorkspace) -> None:
+    client.secrets.create_scope("e2e-scope")
+    client.secrets.put_secret("e2e-scope", "password", string_value="hunter2-very-secret")
+    source = (
+        'value = dbutils.secrets.get("e2e-scope", "password")\n'
+        'print("the value is", value)\n'
+        'keys = [s.key for s in dbutils.secrets.list("e2e-scope")]\n'
+        "scopes = [s.name for s in dbutils.secrets.listScopes()]\n"
+        'assert keys == ["password"] and "e2e-scope" in scopes, (keys, scopes)\n'
+        'assert dbutils.secrets.getBytes("e2e-scope", "password") == value.encode()\n'
+        'dbutils.notebook.exit("exit " + value)'
+    )
+    path = upload_notebook(client, "/Shared/e2e/secrets", source)
+    run = client.jobs.submit(run_name="secrets", tasks=[task("main", path)]).result(timeout=WAIT)
+    output = client.jobs.get_run_output(run.tasks[0].run_id)
+
+    assert output.error is None, output.error_trace
+    assert output.notebook_output.result == "exit [REDACTED]"
+    log = output_log(workspace, run.tasks[0].run_id)
+    assert "the value is [REDACTED]" in log and "hunter2" not in log
+
+
+def test_task_values_pass_between_tasks(client: WorkspaceClient) -> None:
+    producer = upload_notebook(
+        client, "/Shared/e2e/producer", 'dbutils.jobs.taskValues.set("rows", 42)\ndbutils.jobs.taskValues.set("n", "x")'
+    )
+    consumer = upload_notebook(
+        client,
+        "/Shared/e2e/consumer",
+        'rows = dbutils.jobs.taskValues.get("produce", "rows", debugValue=0)\n'
+        'missing = dbutils.jobs.taskValues.get("produce", "nope", default="dflt")\n'
+        'dbutils.notebook.exit(f"{rows + 1} {missing}")',
+    )
+    run = client.jobs.submit(
+        run_name="values",
+        tasks=[task("produce", producer), task("consume", consumer, depends_on=[TaskDependency("produce")])],
+    ).result(timeout=WAIT)
+
+    consume = next(t for t in run.tasks if t.task_key == "consume")
+    output = client.jobs.get_run_output(consume.run_id)
+    assert output.error is None, output.error_trace
+    assert output.notebook_output.result == "43 dflt"
+
+
+def test_notebook_run_starts_a_child_run(client: WorkspaceClient) -> None:
+    upload_notebook(client, "/Shared/e2e/child", 'dbutils.notebook.exit("child got " + dbutils.widgets.get("x"))')
+    upload_notebook(client, "/Shared/e2e/child_fails", 'raise RuntimeError("child broke")')
+    parent = upload_notebook(
+        client,
+        "/Shared/e2e/parent",
+        'value = dbutils.notebook.run("./child", 60, {"x": 5})\n'
+        "try:\n"
+        '    dbutils.notebook.run("child_fails", 60)\n'
+        "    failure = None\n"
+        "except Exception as error:\n"
+        "    failure = f'{type(error).__name__}: {error}'\n"
+        'dbutils.notebook.exit(value + " | " + failure)',
+    )
+    output = run_one(client, parent)
+
+    assert output.error is None, output.error_trace
+    assert output.notebook_output.result == "child got 5 | WorkflowException: FAILED: RuntimeError: child broke"
+
+
+# --- on Spark -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def spark_workspace(spark_pool: ClusterPool, spark_data_dir: Path) -> Iterator[LocalWorkspace]:
+    # The workspace shares the pool's data dir: Spark's DBFS root (ViewFS fallback) is <data dir>/dbfs.
+    data_dir = spark_data_dir
+    with LocalWorkspace(
+        data_dir,
+        mounts={"/mnt/azuremlblobstore": data_dir / "datastore"},
+        storage={"abfss://lake@lakeacct.dfs.core.windows.net": data_dir / "lake"},
+        executor=DriverExecutor(data_dir, spark=spark_pool),
+    ) as workspace:
+        yield workspace
+
+
+@pytest.fixture(scope="module")
+def spark_client(spark_workspace: LocalWorkspace) -> WorkspaceClient:
+    return spark_workspace.client
+
+
+def read_parquet_rows(folder: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(folder).num_rows
+
+
+@pytest.mark.spark
+def test_demo_pattern_table_to_mounted_datastore(spark_client: WorkspaceClient, spark_data_dir: Path) -> None:
+    source = (
+        'spark.createDataFrame([(i, f"name {i}") for i in range(7)], "id INT, name STRING")'
+        '.write.mode("overwrite").saveAsTable("default.e2e_people")' + SEP + 'df = spark.table("default.e2e_people")\n'
+        'output_location = "/mnt/azuremlblobstore/" + dbutils.widgets.getArgument("output_folder")\n'
+        'df.write.mode("overwrite").parquet(output_location)'
+    )
+    path = upload_notebook(spark_client, "/Shared/e2e/demo", source)
+    output = run_one(spark_client, path, {"output_folder": "azureml/run-1/output_path"})
+
+    assert output.error is None, output.error_trace
+    assert read_parquet_rows(spark_data_dir / "datastore/azureml/run-1/output_path") == 7
+
+
+@pytest.mark.spark
+def test_sql_cells_dbfs_storage_and_runtime_mounts(
+    spark_client: WorkspaceClient, spark_workspace: LocalWorkspace, spark_data_dir: Path, tmp_path: Path
+) -> None:
+    mounted = tmp_path / "mounted"
+    mounted.mkdir()
+    source = SEP.join(
+        [
+            "# MAGIC %sql\n# MAGIC CREATE OR REPLACE TEMP VIEW answers AS SELECT 40 + 2 AS answer;\n"
+            "# MAGIC SELECT answer FROM answers",
+            'df = spark.range(5)\ndf.write.mode("overwrite").parquet("dbfs:/e2e/range")\n'
+            'df.write.mode("overwrite").parquet("abfss://lake@lakeacct.dfs.core.windows.net/e2e/range")\n'
+            'assert spark.read.parquet("dbfs:/e2e/range").count() == 5',
+            f'dbutils.fs.mount(source="file://{mounted}", mount_point="/mnt/e2e_runtime")\n'
+            'df.write.mode("overwrite").parquet("/mnt/e2e_runtime/range")\n'
+            'print(sorted(f.name for f in dbutils.fs.ls("/mnt/e2e_runtime")))',
+            "import os\n"
+            'dbutils.notebook.exit(os.environ["E2E_COLOR"] + " " + spark.conf.get("spark.sql.shuffle.partitions"))',
+        ]
+    )
+    path = upload_notebook(spark_client, "/Shared/e2e/spark_features", source)
+    cluster = ClusterSpec(
+        spark_version="15.4.x-scala2.12",
+        num_workers=0,
+        spark_env_vars={"E2E_COLOR": "teal"},
+        spark_conf={"spark.sql.shuffle.partitions": "3"},
+    )
+    run = spark_client.jobs.submit(
+        run_name="spark", tasks=[SubmitTask(task_key="main", notebook_task=NotebookTask(path), new_cluster=cluster)]
+    ).result(timeout=WAIT)
+    output = spark_client.jobs.get_run_output(run.tasks[0].run_id)
+
+    assert output.error is None, output.error_trace
+    assert output.notebook_output.result == "teal 3"
+    log = output_log(spark_workspace, run.tasks[0].run_id)
+    assert "|answer|" in log and "|    42|" in log
+    assert "['range/']" in log
+    assert read_parquet_rows(spark_data_dir / "dbfs/e2e/range") == 5
+    assert read_parquet_rows(spark_data_dir / "lake/e2e/range") == 5
+    assert read_parquet_rows(mounted / "range") == 5
+
+
+@pytest.mark.spark
+def test_cancel_a_long_spark_job(spark_client: WorkspaceClient, spark_workspace: LocalWorkspace) -> None:
+    source = 'spark.range(10**13).selectExpr("sum(id * 7 % 13) AS s").collect()'
+    path = upload_notebook(spark_client, "/Shared/e2e/long_spark", source)
+    waiter = spark_client.jobs.submit(run_name="long", tasks=[task("main", path)])
+    run = _wait_for(spark_client, waiter.run_id, RunLifeCycleState.RUNNING)
+    task_run_id = run.tasks[0].run_id
+    pid_file = spark_workspace.data_dir / "runs" / str(task_run_id) / "driver.pid"
+    time.sleep(3)  # let the query reach the server
+
+    spark_client.jobs.cancel_run(waiter.run_id)
+    run = _wait_for(spark_client, waiter.run_id, RunLifeCycleState.TERMINATED)
+
+    assert run.state.result_state == RunResultState.CANCELED
+    assert not Path(f"/proc/{int(pid_file.read_text())}").exists()
+
+
+def _wait_for(client: WorkspaceClient, run_id: int, state: RunLifeCycleState) -> Run:
+    deadline = time.monotonic() + 60
+    while True:
+        run = client.jobs.get_run(run_id)
+        if run.state.life_cycle_state == state:
+            return run
+        assert time.monotonic() < deadline, f"run {run_id} stuck in {run.state.life_cycle_state}"
+        time.sleep(0.1)
