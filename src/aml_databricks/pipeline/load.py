@@ -33,6 +33,7 @@ from aml_databricks.pipeline.graph import (
 
 DEFAULT_DSL_FUNCTION = "build_pipeline"
 STEP_COMMAND = "aml-databricks run"
+ANONYMOUS = "azureml_anonymous"
 
 _PARENT_INPUT = re.compile(r"^\$\{\{\s*parent\.inputs\.([A-Za-z_]\w*)\s*\}\}$")
 _NODE_OUTPUT = re.compile(r"^\$\{\{\s*parent\.jobs\.([A-Za-z_]\w*)\.outputs\.([A-Za-z_]\w*)\s*\}\}$")
@@ -248,9 +249,10 @@ def _node(name: str, job_node: Any, registry: ComponentRegistry, base: Path) -> 
         for key, spec in component.outputs.items()
     }
     command = str(component.command or "")
+    component_name = _component_name(component)
     return Node(
         name=name,
-        component=_component_label(component),
+        component=component_name,
         command=command,
         code_dir=_code_dir(component),
         declared_inputs=declared,
@@ -260,16 +262,22 @@ def _node(name: str, job_node: Any, registry: ComponentRegistry, base: Path) -> 
             **{k: str(v) for k, v in (getattr(component, "environment_variables", None) or {}).items()},
             **{k: str(v) for k, v in (job_node.environment_variables or {}).items()},
         },
-        runs_databricks=component.name == COMPONENT_NAME or command.lstrip().startswith(STEP_COMMAND),
+        runs_databricks=component_name == COMPONENT_NAME or STEP_COMMAND in command,
     )
 
 
-def _component_label(component: Any) -> str:
-    """A name for messages: azure-ai-ml renames components defined inline to `azureml_anonymous`."""
-    if component.name != "azureml_anonymous":
+def _component_name(component: Any) -> str:
+    """The component's own name: azure-ai-ml renames components defined inline to `azureml_anonymous`."""
+    if component.name != ANONYMOUS:
         return str(component.name)
     source = getattr(component, "_source_path", None)
-    return Path(source).stem if source else str(component.display_name or component.name)
+    if source and Path(source).is_file():
+        import yaml  # comes with azure-ai-ml
+
+        declared = yaml.safe_load(Path(source).read_text())
+        if isinstance(declared, dict) and declared.get("name"):
+            return str(declared["name"])
+    return str(component.display_name or component.name)
 
 
 def _binding(node: str, key: str, data: Any, base: Path) -> Binding | None:
