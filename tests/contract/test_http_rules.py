@@ -5,20 +5,13 @@ from __future__ import annotations
 import pytest
 import requests
 from databricks.sdk.service.workspace import ImportFormat, Language
-from starlette.routing import Route
 
 from aml_databricks.workspace import LocalWorkspace
-from aml_databricks.workspace.app import Services, _routes
+from aml_databricks.workspace.app import Services, api_table
 
 
 def authenticated_routes(workspace: LocalWorkspace) -> list[tuple[str, str]]:
-    services = Services(workspace.store, workspace.scheduler, workspace.token)
-    found = []
-    for route in _routes(services):
-        assert isinstance(route, Route)
-        if route.path.startswith("/api/"):
-            found.extend((method, route.path) for method in sorted(route.methods or []) if method != "HEAD")
-    return found
+    return sorted(api_table(Services(workspace.store, workspace.scheduler, workspace.token)))
 
 
 def test_every_api_route_needs_a_token(workspace: LocalWorkspace) -> None:
@@ -42,6 +35,11 @@ def test_unknown_endpoint_is_404_in_databricks_shape(workspace: LocalWorkspace) 
                             headers={"Authorization": f"Bearer {workspace.token}"})
     assert response.status_code == 404
     assert set(response.json()) == {"error_code", "message"}
+    wrong_method = requests.post(workspace.host + "/api/2.1/jobs/runs/get",
+                                 headers={"Authorization": f"Bearer {workspace.token}"})
+    assert wrong_method.status_code == 405 and wrong_method.json()["error_code"]
+    outside_api = requests.get(workspace.host + "/nothing-here")
+    assert outside_api.status_code == 404 and outside_api.json()["error_code"] == "ENDPOINT_NOT_FOUND"
 
 
 @pytest.mark.parametrize("path", ["/Users/../etc/passwd", "/Users/me/./x", "relative/path", "/a/b/../../c"])

@@ -91,6 +91,10 @@ class Store:
             os.chmod(path, 0o600)  # secrets live here
         self._db.row_factory = sqlite3.Row
         self._lock = threading.RLock()
+        # A counter per run that moves whenever the run or one of its task runs is written: lets the
+        # API reuse a rendered runs/get for as long as nothing in it changed.
+        self._stamps: dict[int, int] = {}
+        self._parents: dict[int, int] = {}
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -146,6 +150,8 @@ class Store:
 
     def insert_run(self, db: sqlite3.Connection, doc: dict[str, Any], *, parent_run_id: int | None,
                    idempotency_token: str | None = None) -> None:
+        if parent_run_id is not None:
+            self._parents[doc["run_id"]] = parent_run_id
         db.execute(
             "INSERT INTO runs(run_id, parent_run_id, job_id, idempotency_token, life_cycle_state, doc) "
             "VALUES (?, ?, ?, ?, ?, ?)",
@@ -158,13 +164,25 @@ class Store:
         return None if row is None else int(row[0])
 
     def save_run(self, doc: dict[str, Any]) -> None:
-        self._exec(
-            "UPDATE runs SET life_cycle_state = ?, doc = ? WHERE run_id = ?",
-            (doc["state"]["life_cycle_state"], json.dumps(doc), doc["run_id"]),
-        )
+        with self._lock:
+            self._exec(
+                "UPDATE runs SET life_cycle_state = ?, doc = ? WHERE run_id = ?",
+                (doc["state"]["life_cycle_state"], json.dumps(doc), doc["run_id"]),
+            )
+            self._touch(doc["run_id"])
+
+    def run_stamp(self, run_id: int) -> int:
+        return self._stamps.get(run_id, 0)
+
+    def _touch(self, run_id: int) -> None:
+        for changed in (run_id, self._parents.get(run_id)):
+            if changed is not None:
+                self._stamps[changed] = self._stamps.get(changed, 0) + 1
 
     def save_output(self, run_id: int, output: dict[str, Any]) -> None:
-        self._exec("UPDATE runs SET output = ? WHERE run_id = ?", (json.dumps(output), run_id))
+        with self._lock:
+            self._exec("UPDATE runs SET output = ? WHERE run_id = ?", (json.dumps(output), run_id))
+            self._touch(run_id)
 
     def get_run(self, run_id: int) -> tuple[dict[str, Any], int | None] | None:
         """The run's document and its parent id (None for a top-level run)."""
@@ -205,6 +223,7 @@ class Store:
         with self.transaction() as db:
             db.execute("DELETE FROM runs WHERE parent_run_id = ? OR run_id = ?", (run_id, run_id))
             db.execute("DELETE FROM task_values WHERE run_id = ?", (run_id,))
+            self._touch(run_id)
 
     def unfinished_runs(self, terminal_states: tuple[str, ...]) -> list[dict[str, Any]]:
         marks = ",".join("?" * len(terminal_states))
