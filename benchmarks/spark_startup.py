@@ -17,12 +17,14 @@ Prints a table and writes benchmarks/results/spark_startup.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -54,8 +56,10 @@ spark.stop()
 
 def timed_process(code: str, *args: str) -> tuple[float, float]:
     """(wall seconds of a fresh interpreter running `code`, the seconds it printed itself)."""
+    # pyspark's `builder.remote()` sets SPARK_CONNECT_MODE_ENABLED in its process; keep it from the child.
+    env = {k: v for k, v in os.environ.items() if k not in ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE")}
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise SystemExit(f"benchmark process failed:\n{out.stderr[-3000:]}")
     return time.perf_counter() - start, float(out.stdout.strip().splitlines()[-1])
@@ -68,8 +72,44 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_percent(pid: int, seconds: float = 1.0) -> float:
+    before = cpu_seconds(pid)
+    time.sleep(seconds)
+    return 100 * (cpu_seconds(pid) - before) / seconds
+
+
+def measure_interrupt(pool: ClusterPool, pid: int) -> dict[str, float]:
+    """A long job on one session, `Lease.interrupt()`: how fast it ends and what the JVM burns after."""
+    from pyspark.sql.connect.session import SparkSession
+
+    lease = pool.acquire({}, 3)
+    spark = SparkSession(connection=lease.remote)
+    job = threading.Thread(target=lambda: _ignore_errors(spark.range(10**12).selectExpr("sum(id % 7)").collect))
+    job.start()
+    time.sleep(2)
+    during = cpu_percent(pid)
+    start = time.perf_counter()
+    lease.interrupt()
+    job.join(timeout=120)
+    ended = time.perf_counter() - start
+    after = cpu_percent(pid)
+    spark.stop()
+    lease.release()
+    return {"interrupt_to_job_end_s": ended, "jvm_cpu_pct_during_job": during, "jvm_cpu_pct_after_interrupt": after}
+
+
+def _ignore_errors(call: Any) -> None:
+    with contextlib.suppress(Exception):  # the interrupted job raises; that is the point
+        call()
+
+
 def pool_run() -> dict[str, float]:
-    from pyspark.sql import SparkSession
+    from pyspark.sql.connect.session import SparkSession
 
     with tempfile.TemporaryDirectory() as data_dir:
         pool = ClusterPool(Path(data_dir), install_samples=False)
@@ -79,7 +119,7 @@ def pool_run() -> dict[str, float]:
             cold = time.perf_counter() - start
             phases = pool.describe()[0]["local_startup_s"]
 
-            spark = SparkSession.builder.remote(lease.remote).create()
+            spark = SparkSession(connection=lease.remote)
             spark.range(10).write.saveAsTable("bench_t")
             start = time.perf_counter()
             spark.table("bench_t").count()
@@ -95,7 +135,9 @@ def pool_run() -> dict[str, float]:
                 warm_wall.append(wall)
                 warm_inside.append(inside)
             [pid] = pool.server_pids()
+            interrupt = measure_interrupt(pool, pid)
             return {
+                **interrupt,
                 "pool_cold_acquire_s": cold,
                 "pool_port_open_s": phases["port_open"],
                 "pool_first_query_s": phases["first_query"],

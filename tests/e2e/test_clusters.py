@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from aml_databricks.compute.clusters import ClusterPool, Lease, jvm_pids, session_confs
-from aml_databricks.compute.tables import load_table
+from aml_databricks.compute.tables import load_table, load_table_with_pool
 
 pytestmark = pytest.mark.spark
 
@@ -102,9 +102,7 @@ def test_sample_tables_are_installed(spark: Any) -> None:
     assert spark.table("samples.diabetes").count() == 442
 
 
-def test_a_loaded_table_is_readable_from_another_session(
-    spark_pool: ClusterPool, spark: Any, tmp_path: Path
-) -> None:
+def test_a_loaded_table_is_readable_from_another_session(spark_pool: ClusterPool, spark: Any, tmp_path: Path) -> None:
     from pyspark.sql import SparkSession
 
     csv = tmp_path / "people.csv"
@@ -121,9 +119,17 @@ def test_a_loaded_table_is_readable_from_another_session(
         other.release()
 
 
-def test_interrupt_ends_a_long_job_and_frees_the_cpu(
-    spark_pool: ClusterPool, lease: Lease, spark: Any
-) -> None:
+def test_a_parquet_file_loads_through_the_pool(spark_pool: ClusterPool, spark: Any, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    file = tmp_path / "numbers.parquet"
+    pq.write_table(pa.table({"n": [1, 2, 3]}), file)
+    assert load_table_with_pool(spark_pool, "main.e2e.numbers", file) == 3
+    assert spark.table("e2e.numbers").selectExpr("sum(n) AS s").collect()[0].s == 6
+
+
+def test_interrupt_ends_a_long_job_and_frees_the_cpu(spark_pool: ClusterPool, lease: Lease, spark: Any) -> None:
     errors: list[BaseException] = []
 
     def long_job() -> None:

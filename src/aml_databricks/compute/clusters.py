@@ -94,9 +94,7 @@ STATIC_CONF_PREFIXES = (
 IGNORED_CONFS = ("spark.master", "spark.driver.memory")
 HADOOP_PREFIX = "spark.hadoop."
 
-_SPARK_VERSION = re.compile(
-    r"^(\d+\.\d+\.x|\d+\.\d+(\.\d+)?|apache-spark-\d+\.\d+\.x)(-[A-Za-z0-9][A-Za-z0-9._]*)*$"
-)
+_SPARK_VERSION = re.compile(r"^(\d+\.\d+\.x|\d+\.\d+(\.\d+)?|apache-spark-\d+\.\d+\.x)(-[A-Za-z0-9][A-Za-z0-9._]*)*$")
 _NODE_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{1,63}$")
 _MEMORY = re.compile(r"^\d+[kmgtKMGT]?$")
 
@@ -115,8 +113,7 @@ def validate_cluster_spec(spec: Mapping[str, Any]) -> None:
     version = spec.get("spark_version")
     if version is not None and not (isinstance(version, str) and _SPARK_VERSION.match(version)):
         raise ValueError(
-            f"new_cluster.spark_version {version!r} is not a Databricks runtime version "
-            "like '13.3.x-scala2.12'"
+            f"new_cluster.spark_version {version!r} is not a Databricks runtime version like '13.3.x-scala2.12'"
         )
     for key in ("node_type_id", "driver_node_type_id"):
         node = spec.get(key)
@@ -134,9 +131,7 @@ def validate_cluster_spec(spec: Mapping[str, Any]) -> None:
             raise ValueError(f"new_cluster.autoscale.max_workers ({high}) must be >= max(1, min_workers)")
     for key in ("spark_conf", "spark_env_vars", "custom_tags"):
         value = spec.get(key)
-        if value is not None and not (
-            isinstance(value, Mapping) and all(isinstance(k, str) and k for k in value)
-        ):
+        if value is not None and not (isinstance(value, Mapping) and all(isinstance(k, str) and k for k in value)):
             raise ValueError(f"new_cluster.{key} must be an object with string keys")
     for key, value in (spec.get("spark_conf") or {}).items():
         if isinstance(value, (dict, list)):
@@ -258,6 +253,9 @@ class _Server:
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
+    def exited(self) -> bool:
+        return self.process is not None and self.process.poll() is not None
+
     def remote(self, session_id: str) -> str:
         return f"sc://127.0.0.1:{self.port}/;session_id={session_id};user_id={CONNECT_USER_ID}"
 
@@ -340,6 +338,7 @@ class ClusterPool:
         for sub in ("dbfs", "metastore", "clusters"):
             (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
         self._servers: dict[str, _Server] = {}
+        self._known: dict[str, dict[str, Any]] = {}  # dedicated cluster id -> spec, kept after it stops
         self._cond = threading.Condition()
         self._closed = threading.Event()
         _kill_orphans(self.data_dir)
@@ -354,10 +353,10 @@ class ClusterPool:
         existing = cluster.get("existing_cluster_id") or cluster.get("cluster_id")
         if existing and existing != DEFAULT_CLUSTER_ID:
             with self._cond:
-                known = self._servers.get(str(existing))
+                known = self._known.get(str(existing))
             if known is None:
                 raise ValueError(f"cluster {existing!r} does not exist (the local default is 'local')")
-            cluster = known.spec
+            cluster = known  # a stopped dedicated cluster starts again, as Databricks restarts it
         validate_cluster_spec(cluster)
         cluster_id = cluster_id_for({k: v for k, v in cluster.items() if k != "existing_cluster_id"})
         server, must_start = self._claim(cluster_id, cluster)
@@ -398,13 +397,12 @@ class ClusterPool:
         """The Clusters API view: the permanent default cluster first, then dedicated servers."""
         with self._cond:
             servers = dict(self._servers)
-        default = servers.pop(DEFAULT_CLUSTER_ID, None)
-        rows = [self._describe(DEFAULT_CLUSTER_ID, default)]
-        rows += [self._describe(cid, s) for cid, s in sorted(servers.items())]
+            known = dict(self._known)
+        rows = [self._describe(DEFAULT_CLUSTER_ID, servers.get(DEFAULT_CLUSTER_ID), {})]
+        rows += [self._describe(cid, servers.get(cid), spec) for cid, spec in sorted(known.items())]
         return rows
 
-    def _describe(self, cluster_id: str, server: _Server | None) -> dict[str, Any]:
-        spec = server.spec if server else {}
+    def _describe(self, cluster_id: str, server: _Server | None, spec: dict[str, Any]) -> dict[str, Any]:
         import pyspark
 
         major_minor = ".".join(pyspark.__version__.split(".")[:2])
@@ -442,6 +440,10 @@ class ClusterPool:
                 if self._closed.is_set():
                     raise ClusterStartError("the cluster pool is closed")
                 server = self._servers.get(cluster_id)
+                if server is not None and server.ready.is_set() and server.exited():
+                    log.warning("cluster %s died: starting it again", cluster_id)
+                    del self._servers[cluster_id]
+                    server = None
                 if server is not None:
                     server.leases += 1
                     return server, False
@@ -455,6 +457,8 @@ class ClusterPool:
                         leases=1,
                     )
                     self._servers[cluster_id] = server
+                    if dedicated:
+                        self._known[cluster_id] = cluster
                     return server, True
                 idle = [s for s in self._servers.values() if s.leases == 0 and s.ready.is_set()]
                 if idle:
@@ -549,7 +553,10 @@ class ClusterPool:
             PYSPARK_PYTHON=sys.executable,
             SPARK_LOCAL_IP="127.0.0.1",
         )
-        env.pop("PYSPARK_DRIVER_PYTHON", None)
+        # Client-side switches (set by pyspark's `builder.remote()` in this process) must not reach
+        # the server's Python workers.
+        for name in ("PYSPARK_DRIVER_PYTHON", "SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE", "SPARK_LOCAL_REMOTE"):
+            env.pop(name, None)
         log_path = self._cluster_dir(server) / "server.log"
         with log_path.open("ab") as log_file:
             log_file.write(f"--- starting {server.cluster_id} on port {server.port}\n".encode())
@@ -670,10 +677,8 @@ def _our_jvms(data_dir: Path) -> dict[int, int | None]:
 def _kill_orphans(data_dir: Path) -> None:
     """Kill servers of a pool on this data dir whose owner process has died: they hold the metastore."""
     for pid, owner in _our_jvms(data_dir).items():
-        if owner is not None and owner != os.getpid() and Path(f"/proc/{owner}").exists():
-            continue
-        if owner == os.getpid():
-            continue
+        if owner is not None and Path(f"/proc/{owner}").exists():
+            continue  # a live pool's server (maybe ours): not an orphan
         log.warning("killing Spark server %s left by a stopped workspace", pid)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
