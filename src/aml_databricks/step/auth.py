@@ -236,9 +236,7 @@ def _entra(kind: str, credential: TokenCredential) -> Credentials:
     try:
         token = cache.token()  # fail here, with a clear line, rather than inside the first API call
     except Exception as exc:
-        raise AuthError(
-            f"{kind}: could not get an Entra ID token for Azure Databricks: {_azure_reason(exc)}"
-        ) from None
+        raise AuthError(f"{kind}: could not get an Entra ID token for Azure Databricks: {_azure_reason(exc)}") from None
     return Credentials(kind, strategy=entra_strategy(kind, cache), secret_values=(token,))
 
 

@@ -149,9 +149,7 @@ def add_parser(subparsers: Any) -> None:
     behaviour.add_argument(
         "--retry-budget", metavar="SECONDS", help="how long one API call retries 429/503/resets (300)"
     )
-    behaviour.add_argument(
-        "--connect-timeout", metavar="SECONDS", help="how long to try reaching the host (30)"
-    )
+    behaviour.add_argument("--connect-timeout", metavar="SECONDS", help="how long to try reaching the host (30)")
     behaviour.add_argument(
         "--cancel-grace", metavar="SECONDS", help="after cancelling, how long to wait for the run to end (60)"
     )
@@ -172,7 +170,6 @@ def add_parser(subparsers: Any) -> None:
 def run_command(args: argparse.Namespace) -> int:
     from aml_databricks.errors import AmlDatabricksError
     from aml_databricks.step.report import Masker, Reporter
-    from aml_databricks.step.runner import StopRequest, run_step
     from aml_databricks.step.settings import resolve
 
     env = dict(os.environ)
@@ -186,6 +183,9 @@ def run_command(args: argparse.Namespace) -> int:
     values = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
     try:
         settings = resolve(values, env)
+        # Imported after validation: bad input is reported without paying for databricks-sdk.
+        from aml_databricks.step.runner import StopRequest, run_step
+
         reporter = Reporter(masker, json_mode=settings.output_format == "json")
         # The SDK logs through `logging`; unconfigured, its warnings would reach stderr unmasked.
         logging.getLogger("databricks.sdk").setLevel(logging.CRITICAL)

@@ -146,9 +146,7 @@ def _set_task_type(task: jobs.SubmitTask, s: Settings, ctx: AzureMLContext) -> N
         )
     elif s.task_type == "python":
         assert s.python_file is not None
-        task.spark_python_task = jobs.SparkPythonTask(
-            python_file=s.python_file, parameters=params, source=source
-        )
+        task.spark_python_task = jobs.SparkPythonTask(python_file=s.python_file, parameters=params, source=source)
     elif s.task_type == "wheel":
         assert s.package_name is not None and s.entry_point is not None
         task.python_wheel_task = jobs.PythonWheelTask(
@@ -217,6 +215,4 @@ def _new_cluster(s: Settings, ctx: AzureMLContext) -> compute.ClusterSpec:
 def _git_source(s: Settings) -> jobs.GitSource | None:
     if not s.git_url:
         return None
-    return jobs.GitSource(
-        git_url=s.git_url, git_provider=jobs.GitProvider(s.git_provider), git_branch=s.git_branch
-    )
+    return jobs.GitSource(git_url=s.git_url, git_provider=jobs.GitProvider(s.git_provider), git_branch=s.git_branch)

@@ -175,9 +175,7 @@ def _notices(s: Settings, ctx: AzureMLContext, reporter: Reporter) -> None:
             "(set AZUREML_RUN_ID to make a rerun reattach to the same Databricks run)"
         )
     if ctx.mlflow and not s.uses_new_cluster:
-        reporter.info(
-            "notice: MLflow variables are passed to new clusters only; this run won't log to Azure ML"
-        )
+        reporter.info("notice: MLflow variables are passed to new clusters only; this run won't log to Azure ML")
     if s.serverless and s.task_type == "notebook" and s.pypi:
         reporter.info("notice: serverless notebooks install their own libraries; --pypi is not sent")
     if s.output and "://" in s.output and not s.output.startswith("file://"):
@@ -226,11 +224,7 @@ class _StepRun:
         last = outcome.last
         if outcome.reason is not EndReason.TERMINAL:
             self.result.ended_by = outcome.reason.value
-            why = (
-                f"{self.stop.signal_name} received"
-                if outcome.reason is EndReason.STOPPED
-                else "--timeout reached"
-            )
+            why = f"{self.stop.signal_name} received" if outcome.reason is EndReason.STOPPED else "--timeout reached"
             last = self._cancel(run_id, why)
         self._collect(last)
         self._finish()
@@ -251,9 +245,7 @@ class _StepRun:
     # --- submit / reattach ----------------------------------------------------------------------
 
     def _submit(self) -> tuple[int, float]:
-        self.report.info(
-            f"Azure ML run {self.ctx.run_id}: submitting {self.s.task_type} task to {self.s.host}"
-        )
+        self.report.info(f"Azure ML run {self.ctx.run_id}: submitting {self.s.task_type} task to {self.s.host}")
         submitted_ms = int(self.clock.time() * 1000)
         with _api_errors("submit the run"):
             waiter = self.client.jobs.submit(**self.request.submit_kwargs())
@@ -332,9 +324,7 @@ class _StepRun:
             on_poll=StateLog(self.report.info),
         )
         if not outcome.last.terminal:
-            self.report.info(
-                f"run {run_id} not terminal after {self.s.cancel_grace:g} s; leaving it cancelling"
-            )
+            self.report.info(f"run {run_id} not terminal after {self.s.cancel_grace:g} s; leaving it cancelling")
         return outcome.last
 
     # --- outputs --------------------------------------------------------------------------------
@@ -365,9 +355,7 @@ class _StepRun:
         for task in run.tasks or []:
             entry: dict[str, Any] = {"task_key": task.task_key, "run_id": task.run_id}
             if task.state is not None:
-                entry["life_cycle_state"] = (
-                    task.state.life_cycle_state.value if task.state.life_cycle_state else None
-                )
+                entry["life_cycle_state"] = task.state.life_cycle_state.value if task.state.life_cycle_state else None
                 entry["result_state"] = task.state.result_state.value if task.state.result_state else None
                 entry["state_message"] = task.state.state_message or None
             r.task_runs.append(entry)
