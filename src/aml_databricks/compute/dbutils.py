@@ -99,9 +99,7 @@ class _Help:
     def help(self, method: str = "") -> None:
         names = sorted(n for n in dir(self) if not n.startswith("_") and n != "help")
         print(
-            f"{type(self).__name__}: " + ", ".join(names)
-            if not method
-            else (getattr(self, method).__doc__ or method)
+            f"{type(self).__name__}: " + ", ".join(names) if not method else (getattr(self, method).__doc__ or method)
         )
 
 
@@ -171,9 +169,7 @@ class WidgetsUtils(_Help):
         finally:
             self._parameters.pop()
 
-    def _define_choice(
-        self, kind: str, name: str, default: str, choices: list[str], label: str | None
-    ) -> None:
+    def _define_choice(self, kind: str, name: str, default: str, choices: list[str], label: str | None) -> None:
         options = tuple(map(str, choices))
         if str(default) not in options:
             raise ValueError(f"Default value {default} is not in the list of choices for widget {name}")
@@ -350,10 +346,7 @@ class FsUtils(_Help):
 
     def mounts(self) -> list[MountInfo]:
         listed = [MountInfo("/", "DatabricksRoot"), MountInfo("/Volumes", "UnityCatalogVolumes")]
-        listed += [
-            MountInfo(mp, self._mount_sources.get(mp, str(folder)))
-            for mp, folder in self._paths.mounts.items()
-        ]
+        listed += [MountInfo(mp, self._mount_sources.get(mp, str(folder))) for mp, folder in self._paths.mounts.items()]
         return listed
 
     def refreshMounts(self) -> bool:
@@ -366,9 +359,7 @@ class FsUtils(_Help):
             mount_point = normalize_mount_point(str(entry.get("mountPoint") or entry["mount_point"]))
             source = str(entry.get("source") or "")
             local = entry.get("local_path")
-            self._paths.mounts[mount_point] = (
-                Path(local) if local else self._paths.mount_source_folder(source)
-            )
+            self._paths.mounts[mount_point] = Path(local) if local else self._paths.mount_source_folder(source)
             self._mount_sources[mount_point] = source or self._paths.mounts[mount_point].as_uri()
         self._on_mounts_changed()
         return True
@@ -424,10 +415,7 @@ class SecretsUtils(_Help):
 
     def list(self, scope: str) -> list[SecretMetadata]:
         api = self._context.require_api("dbutils.secrets")
-        return [
-            SecretMetadata(s["key"])
-            for s in api.get("/api/2.0/secrets/list", {"scope": scope}).get("secrets", [])
-        ]
+        return [SecretMetadata(s["key"]) for s in api.get("/api/2.0/secrets/list", {"scope": scope}).get("secrets", [])]
 
     def listScopes(self) -> builtins.list[SecretScope]:
         api = self._context.require_api("dbutils.secrets")

@@ -220,9 +220,7 @@ def _parse_source(text: str, language: str) -> list[Cell]:
     return cells
 
 
-def _make_cell(
-    index: int, lines: list[str], first_line: int, language: str, strip_magic_prefix: str | None
-) -> Cell:
+def _make_cell(index: int, lines: list[str], first_line: int, language: str, strip_magic_prefix: str | None) -> Cell:
     """One cell from its raw lines. `strip_magic_prefix` is the comment marker of MAGIC lines, if any."""
     lines, first_line = _trim(lines, first_line)
     # `# DBTITLE 1,Title` names the cell in the Databricks UI; it is not code.

@@ -178,7 +178,8 @@ class DriverExecution:
             process = self._start_driver()
             if process is None:
                 return
-            self._on_running()
+            if not self._cancelled:  # a cancel that came first already ended the run
+                self._on_running()
             process.wait()
             # Background children of the task (`nohup ... &`) end with it, as on Databricks, and
             # release the output pipe so the log is complete.
