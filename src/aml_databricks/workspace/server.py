@@ -198,9 +198,10 @@ class LocalWorkspace:
         return self._spark_option
 
     def _default_executor(self) -> Executor:
+        from aml_databricks.compute.libraries import LibraryInstaller
         from aml_databricks.compute.process import DriverExecutor
 
-        return DriverExecutor(self.data_dir, spark=self.spark)
+        return DriverExecutor(self.data_dir, spark=self.spark, libraries=LibraryInstaller(self.data_dir).install)
 
     def _clusters(self) -> list[dict[str, Any]]:
         describe = getattr(self.spark, "describe", None)
