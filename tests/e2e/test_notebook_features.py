@@ -94,6 +94,28 @@ def test_secret_values_are_redacted(client: WorkspaceClient, workspace: LocalWor
     assert "the value is [REDACTED]" in log and "hunter2" not in log
 
 
+def test_notebook_context_gives_the_api_url_and_a_redacted_token(
+    client: WorkspaceClient, workspace: LocalWorkspace
+) -> None:
+    source = (
+        "import json, urllib.request\n"
+        "context = dbutils.notebook.entry_point.getDbutils().notebook().getContext()\n"
+        "url, token = context.apiUrl().get(), context.apiToken().get()\n"
+        'print("token:", token)\n'
+        'headers = {"Authorization": "Bearer " + token}\n'
+        'request = urllib.request.Request(url + "/api/2.0/secrets/scopes/list", headers=headers)\n'
+        "scopes = json.load(urllib.request.urlopen(request))\n"
+        'dbutils.notebook.exit(url + " " + str("scopes" in scopes or scopes == {}))'
+    )
+    path = upload_notebook(client, "/Shared/e2e/context", source)
+    run = client.jobs.submit(run_name="context", tasks=[task("main", path)]).result(timeout=WAIT)
+    output = client.jobs.get_run_output(run.tasks[0].run_id)
+
+    assert output.error is None, output.error_trace
+    assert output.notebook_output.result == f"{workspace.host} True"
+    assert "token: [REDACTED]" in output_log(workspace, run.tasks[0].run_id)
+
+
 def test_task_values_pass_between_tasks(client: WorkspaceClient) -> None:
     producer = upload_notebook(
         client, "/Shared/e2e/producer", 'dbutils.jobs.taskValues.set("rows", 42)\ndbutils.jobs.taskValues.set("n", "x")'
@@ -186,7 +208,7 @@ def test_sql_cells_dbfs_storage_and_runtime_mounts(
     mounted.mkdir()
     source = SEP.join(
         [
-            "# MAGIC %sql\n# MAGIC CREATE OR REPLACE TEMP VIEW answers AS SELECT 40 + 2 AS answer;\n"
+            "# MAGIC %sql\n# MAGIC CREATE OR REPLACE TEMP VIEW answers AS SELECT 40 + ${two} AS answer;\n"
             "# MAGIC SELECT answer FROM answers",
             'df = spark.range(5)\ndf.write.mode("overwrite").parquet("dbfs:/e2e/range")\n'
             'df.write.mode("overwrite").parquet("abfss://lake@lakeacct.dfs.core.windows.net/e2e/range")\n'
@@ -205,8 +227,9 @@ def test_sql_cells_dbfs_storage_and_runtime_mounts(
         spark_env_vars={"E2E_COLOR": "teal"},
         spark_conf={"spark.sql.shuffle.partitions": "3"},
     )
+    notebook_task = NotebookTask(path, base_parameters={"two": "2"})
     run = spark_client.jobs.submit(
-        run_name="spark", tasks=[SubmitTask(task_key="main", notebook_task=NotebookTask(path), new_cluster=cluster)]
+        run_name="spark", tasks=[SubmitTask(task_key="main", notebook_task=notebook_task, new_cluster=cluster)]
     ).result(timeout=WAIT)
     output = spark_client.jobs.get_run_output(run.tasks[0].run_id)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from aml_databricks.compute.driver import split_sql
+from aml_databricks.compute.driver import split_sql, substitute_widgets
 from aml_databricks.compute.paths import PathMapper
 
 
@@ -360,6 +360,24 @@ def test_broken_task_file_still_gets_a_result(tmp_path: Path) -> None:
     assert result["result_state"] == "FAILED"
     assert result["error"].startswith("JSONDecodeError: ")
     assert (run_dir / "result.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_notebook_context_through_the_entry_point(tmp_path: Path, fs: dict[str, Any]) -> None:
+    source = notebook(
+        "context = dbutils.notebook.entry_point.getDbutils().notebook().getContext()\n"
+        "values = [context.notebookPath().get(), context.currentRunId().get(), context.tags().apply('taskKey'),\n"
+        "          context.tags().get('multitaskParentRunId').get(), context.apiToken().isDefined()]\n"
+        "dbutils.notebook.exit(repr(values))"
+    )
+    run = run_driver(tmp_path, fs, source)
+
+    assert run.result["notebook_result"] == "['/Users/me/nb', 7, 'main', '6', False]"
+
+
+def test_sql_widget_substitution() -> None:
+    widgets = {"table": "sales", "n": "3"}
+    sql = "SELECT * FROM ${table} LIMIT ${n} -- ${spark.sql.x} ${unknown}"
+    assert substitute_widgets(sql, widgets.get) == "SELECT * FROM sales LIMIT 3 -- ${spark.sql.x} ${unknown}"
 
 
 def test_split_sql_respects_quotes_and_comments() -> None:

@@ -31,6 +31,14 @@ class WorkspaceApi:
         self._token = token
         self._timeout = timeout
 
+    @property
+    def host(self) -> str:
+        return self._host
+
+    @property
+    def token(self) -> str:
+        return self._token
+
     def get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         query = f"?{urllib.parse.urlencode(params)}" if params else ""
         return self._call("GET", path + query, None)

@@ -84,6 +84,7 @@ class RunContext:
     parameters: dict[str, str] = field(default_factory=dict)
     api: WorkspaceApi | None = None
     run_id: int | None = None
+    parent_run_id: int | None = None
     task_key: str = ""
     cluster: dict[str, Any] = field(default_factory=dict)  # new_cluster / existing_cluster_id of the task
     current_path: Callable[[], str] = lambda: "/"  # the notebook being run (changes inside %run)
@@ -182,6 +183,9 @@ class WidgetsUtils(_Help):
 class NotebookUtils(_Help):
     def __init__(self, context: RunContext) -> None:
         self._context = context
+        # `dbutils.notebook.entry_point.getDbutils().notebook().getContext().notebookPath().get()`:
+        # the JVM route notebooks use to learn their path, run id, and the API URL and token.
+        self.entry_point = _EntryPoint(context)
 
     def exit(self, value: Any) -> None:
         """End the run with SUCCESS; `value` becomes runs/get-output's notebook_output.result."""
@@ -215,6 +219,85 @@ class NotebookUtils(_Help):
             detail = output.get("error") or state.get("state_message") or "the notebook run failed"
             raise WorkflowException(f"{state.get('result_state') or state.get('life_cycle_state')}: {detail}")
         return str((output.get("notebook_output") or {}).get("result") or "")
+
+
+class _Option:
+    """Scala's Option, which the context's getters return."""
+
+    def __init__(self, value: Any) -> None:
+        self._value = value
+
+    def get(self) -> Any:
+        if self._value is None:
+            raise ValueError("None.get")  # Scala's NoSuchElementException
+        return self._value
+
+    def isDefined(self) -> bool:
+        return self._value is not None
+
+    def isEmpty(self) -> bool:
+        return self._value is None
+
+    def getOrElse(self, default: Any) -> Any:
+        return default if self._value is None else self._value
+
+
+class _NotebookContext:
+    def __init__(self, context: RunContext) -> None:
+        self._context = context
+
+    def notebookPath(self) -> _Option:
+        return _Option(self._context.current_path())
+
+    def currentRunId(self) -> _Option:
+        return _Option(self._context.run_id)
+
+    def apiUrl(self) -> _Option:
+        return _Option(self._context.api.host if self._context.api else None)
+
+    def apiToken(self) -> _Option:
+        """The run's own token, valid while the run is in flight (and redacted from its output)."""
+        return _Option(self._context.api.token if self._context.api else None)
+
+    def tags(self) -> _Tags:
+        return _Tags(self._tag_values())
+
+    def toJson(self) -> str:
+        extra = {"notebook_path": self._context.current_path(), "api_url": self.apiUrl().getOrElse(None)}
+        return json.dumps({"extraContext": extra, "tags": self._tag_values()})
+
+    def _tag_values(self) -> dict[str, str]:
+        tags = {"taskKey": self._context.task_key, "runId": str(self._context.run_id or "")}
+        if self._context.parent_run_id is not None:
+            tags["multitaskParentRunId"] = str(self._context.parent_run_id)
+        return tags
+
+
+class _Tags:
+    def __init__(self, values: dict[str, str]) -> None:
+        self._values = values
+
+    def apply(self, key: str) -> str:
+        if key not in self._values:
+            raise KeyError(f"key not found: {key}")
+        return self._values[key]
+
+    def get(self, key: str) -> _Option:
+        return _Option(self._values.get(key))
+
+
+class _EntryPoint:
+    def __init__(self, context: RunContext) -> None:
+        self._context = context
+
+    def getDbutils(self) -> _EntryPoint:
+        return self
+
+    def notebook(self) -> _EntryPoint:
+        return self
+
+    def getContext(self) -> _NotebookContext:
+        return _NotebookContext(self._context)
 
 
 def resolve_notebook_path(current: str, path: str) -> str:

@@ -20,6 +20,7 @@ import io
 import json
 import linecache
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -45,6 +46,7 @@ from aml_databricks.compute.paths import PathMapper
 from aml_databricks.compute.redaction import Redactor, SecretChannel
 
 DISPLAY_MAX_ROWS = 1000
+_SQL_WIDGET = re.compile(r"\$\{(\w+)\}")
 _INTERNAL_FILES = frozenset({__file__})  # frames of the driver itself are left out of error traces
 _UNSUPPORTED_CELL_LANGUAGES = {"scala": "Scala", "r": "R"}
 _PIP_NOTICE = (
@@ -102,6 +104,8 @@ class TaskRunner:
         self.redactor = Redactor(on_add=channel.report if channel is not None else None)
         api = task.get("api") or {}
         self.api = WorkspaceApi(api["host"], api["token"]) if api.get("host") else None
+        if self.api is not None:
+            self.redactor.add(self.api.token)  # reachable through the notebook context, as on Databricks
         self.paths = PathMapper.from_config(task["fs"])
         self.spark: Any = None
         self._path_stack = [str(task.get("path") or "/notebook")]
@@ -113,6 +117,7 @@ class TaskRunner:
             parameters=dict(parameters) if isinstance(parameters, dict) else {},
             api=self.api,
             run_id=task.get("run_id"),
+            parent_run_id=task.get("parent_run_id"),
             task_key=str(task.get("task_key") or ""),
             cluster=dict(task.get("cluster") or {}),
             current_path=lambda: self._path_stack[-1],
@@ -203,7 +208,7 @@ class TaskRunner:
         if self.spark is None:
             raise CellError("%sql needs Spark, and this run has no cluster")
         result = None
-        for statement in split_sql(source):
+        for statement in split_sql(substitute_widgets(source, self.dbutils.widgets.getArgument)):
             result = self.spark.sql(statement)
         if result is not None:
             self.display(result)
@@ -342,6 +347,19 @@ def split_sql(source: str) -> list[str]:
         i += 1
     statements.append("".join(current))
     return [s.strip() for s in statements if s.strip()]
+
+
+def substitute_widgets(sql: str, lookup: Callable[[str], str | None]) -> str:
+    """`${name}` in a %sql cell is the widget's value (Databricks' legacy widget syntax in SQL).
+
+    Names that are not widgets are left for Spark's own `${...}` variable substitution.
+    """
+
+    def value(match: re.Match[str]) -> str:
+        found = lookup(match.group(1))
+        return match.group(0) if found is None else found
+
+    return _SQL_WIDGET.sub(value, sql)
 
 
 def display_html(html: str) -> None:
