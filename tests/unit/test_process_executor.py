@@ -317,3 +317,11 @@ def _alive(pid: int) -> bool:
 
 def test_alive_helper_sees_this_process() -> None:
     assert _alive(os.getpid())
+
+
+def test_the_provider_is_asked_for_the_task_cluster() -> None:
+    from aml_databricks.compute.process import _spark_cluster
+
+    assert _spark_cluster({"new_cluster": {"num_workers": 2}}) == {"num_workers": 2}
+    assert _spark_cluster({"existing_cluster_id": "abc"}) == {"existing_cluster_id": "abc"}
+    assert _spark_cluster({"notebook_task": {}}) == {}

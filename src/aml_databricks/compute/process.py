@@ -151,12 +151,14 @@ class DriverExecution:
         if process is not None:
             _end_process_group(process)
             self._drain_log()
+        logs, logs_truncated = self._logs()
         self._finish(
             TaskOutcome(
                 RunResultState.CANCELED,
                 TerminationCodeCode.CANCELED,
                 "The run was cancelled.",
-                logs=self._logs()[0],
+                logs=logs,
+                logs_truncated=logs_truncated,
             )
         )
 
@@ -210,9 +212,8 @@ class DriverExecution:
     def _acquire_spark(self) -> SparkLease | None:
         if self._spark is None or self._cancelled:
             return None
-        cluster = self._launch.task.get("new_cluster") or {}
         try:
-            lease = self._spark.acquire(cluster, self._launch.run_id)
+            lease = self._spark.acquire(_spark_cluster(self._launch.task), self._launch.run_id)
         except Exception as error:
             self._finish(_failed(TerminationCodeCode.CLUSTER_ERROR, f"{type(error).__name__}: {error}"))
             return None
@@ -309,7 +310,7 @@ class DriverExecution:
         return TaskOutcome(
             RunResultState.SUCCESS if succeeded else RunResultState.FAILED,
             TerminationCodeCode.SUCCESS if succeeded else TerminationCodeCode.RUN_EXECUTION_ERROR,
-            "" if succeeded else str(result.get("error") or "The task failed."),
+            "" if succeeded else _first_line(str(result.get("error") or "The task failed.")),
             notebook_result=result.get("notebook_result"),
             truncated=bool(result.get("truncated")),
             error=result.get("error"),
@@ -344,12 +345,27 @@ class DriverExecution:
             _quietly(lease.release)
 
 
+def _spark_cluster(task: Mapping[str, Any]) -> dict[str, Any]:
+    """What SparkProvider.acquire takes: the new_cluster spec, `{"existing_cluster_id": ...}`, or {} (default)."""
+    if task.get("new_cluster"):
+        return dict(task["new_cluster"])
+    if task.get("existing_cluster_id"):
+        return {"existing_cluster_id": task["existing_cluster_id"]}
+    return {}
+
+
 def _cluster_of(task: Mapping[str, Any]) -> dict[str, Any]:
     """The task's compute, for `dbutils.notebook.run` children that run on the same cluster."""
     for key in ("new_cluster", "existing_cluster_id", "job_cluster_key"):
         if key in task:
             return {key: task[key]}
     return {}
+
+
+def _first_line(text: str, limit: int = 1000) -> str:
+    """A state_message is one short line; the full error is in `error`."""
+    line = text.strip().split("\n", 1)[0]
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _failed(code: TerminationCodeCode, error: str) -> TaskOutcome:
