@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
 from typing import Any
 
-from aml_databricks.errors import MissingExtraError
+from aml_databricks.errors import MissingExtraError, RunFailedError, UsageError
+
+SERVER_MARKER = "server.json"  # written while `workspace serve` runs: where it listens, its pid
 
 
 def add_parser(subparsers: Any) -> None:
@@ -39,6 +44,17 @@ def add_parser(subparsers: Any) -> None:
     serve.add_argument("--faults-seed", type=int, help="seed for the fault draws (repeatable runs)")
     serve.set_defaults(func=serve_command)
 
+    load = commands.add_parser(
+        "load-table", help="load a parquet or CSV file (or folder) into a table of the local workspace",
+        description="Save a local parquet or CSV file or folder as a table, e.g. `samples.sales`. Uses the "
+                    "workspace serving DATA_DIR when one runs, else starts one for the load.",
+    )
+    load.add_argument("name", help="table name: table, schema.table or catalog.schema.table")
+    load.add_argument("file", type=Path, help="parquet or CSV file, or a folder of them")
+    load.add_argument("--data-dir", type=Path, default=Path(".aml-databricks"),
+                      help="the workspace's data dir (default: %(default)s)")
+    load.set_defaults(func=load_table_command)
+
 
 def serve_command(args: argparse.Namespace) -> int:
     try:
@@ -58,6 +74,8 @@ def serve_command(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     workspace.start()
+    marker = workspace.data_dir / SERVER_MARKER
+    marker.write_text(json.dumps({"host": workspace.host, "pid": os.getpid()}))
     try:
         print(f"Local Databricks workspace at {workspace.host}", flush=True)
         print(f"  token: {workspace.token_source}", flush=True)
@@ -68,5 +86,48 @@ def serve_command(args: argparse.Namespace) -> int:
         stop.wait()
     finally:
         print("stopping...", file=sys.stderr, flush=True)
+        marker.unlink(missing_ok=True)
         workspace.stop()
     return 0
+
+
+def load_table_command(args: argparse.Namespace) -> int:
+    try:
+        from aml_databricks.workspace.server import LocalWorkspace, resolve_token
+    except ModuleNotFoundError as exc:
+        raise MissingExtraError("local", "the local workspace") from exc
+    from databricks.sdk.service.jobs import RunResultState, SparkPythonTask, SubmitTask
+
+    from aml_databricks.compute import load_table_task
+
+    if not args.file.exists():
+        raise UsageError(f"no such file or folder: {args.file}")
+    task = SubmitTask(task_key="load_table", existing_cluster_id="local", spark_python_task=SparkPythonTask(
+        python_file=str(Path(load_table_task.__file__).resolve()),
+        parameters=[args.name, str(args.file.resolve())]))
+
+    with contextlib.ExitStack() as stack:
+        running = _running_server(args.data_dir)
+        if running is not None:
+            from databricks.sdk import WorkspaceClient
+
+            client = WorkspaceClient(host=running, token=resolve_token(args.data_dir, None)[0], auth_type="pat")
+        else:
+            client = stack.enter_context(LocalWorkspace(args.data_dir, spark=True)).client
+        run = client.jobs.submit(run_name=f"load-table {args.name}", tasks=[task]).result()
+        output = client.jobs.get_run_output(run.tasks[0].run_id) if run.tasks else None
+    if run.state is None or run.state.result_state != RunResultState.SUCCESS:
+        reason = (output.error if output is not None else None) or (run.state.state_message if run.state else "")
+        raise RunFailedError(f"loading {args.name} failed: {reason}")
+    print(((output.logs if output is not None else None) or "").strip().splitlines()[-1])
+    return 0
+
+
+def _running_server(data_dir: Path) -> str | None:
+    """The URL of the workspace serving this data dir, when one runs."""
+    try:
+        marker = json.loads((data_dir / SERVER_MARKER).read_text())
+        os.kill(int(marker["pid"]), 0)
+    except (OSError, ValueError, KeyError):
+        return None
+    return str(marker["host"])
