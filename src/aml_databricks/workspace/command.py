@@ -115,7 +115,8 @@ def load_table_command(args: argparse.Namespace) -> int:
         else:
             client = stack.enter_context(LocalWorkspace(args.data_dir, spark=True)).client
         run = client.jobs.submit(run_name=f"load-table {args.name}", tasks=[task]).result()
-        output = client.jobs.get_run_output(run.tasks[0].run_id) if run.tasks else None
+        task_run_id = run.tasks[0].run_id if run.tasks else None
+        output = client.jobs.get_run_output(task_run_id) if task_run_id is not None else None
     if run.state is None or run.state.result_state != RunResultState.SUCCESS:
         reason = (output.error if output is not None else None) or (run.state.state_message if run.state else "")
         raise RunFailedError(f"loading {args.name} failed: {reason}")
