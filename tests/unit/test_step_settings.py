@@ -90,6 +90,7 @@ BAD_INPUTS: list[tuple[dict[str, Any], dict[str, str], str]] = [
     ({"databricks_host": "http://example.com"}, {}, "http:// for a non-loopback host"),
     ({"databricks_host": "https://x.net/some/path"}, {}, "without a path"),
     ({"databricks_host": "https://x.net:notaport"}, {}, "invalid port"),
+    ({"databricks_host": "adb 1.net"}, {}, "invalid host name"),
     ({"databricks_host": None}, {}, "--databricks-host is required"),
     ({"databricks_host": None}, {"DATABRICKS_HOST": "http://example.com"}, "DATABRICKS_HOST uses http://"),
     ({"notebook_path": "relative/nb"}, {}, "--notebook-path must be an absolute"),

@@ -501,4 +501,7 @@ def _api_errors(what: str) -> Iterator[None]:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
+    # databricks-sdk appends its configuration ("... Config: host=..., token=***. Env: ...") to some
+    # errors: useful when debugging the SDK, noise on the step's one error line.
+    text = text.split(" Config: ", 1)[0]
     return text.splitlines()[0] if text else type(exc).__name__

@@ -188,6 +188,8 @@ def normalize_host(text: str) -> str:
         raise ValueError(f"has an invalid port: {text!r}") from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ValueError(f"is not an http(s) URL: {text!r}")
+    if not _HOSTNAME.fullmatch(parts.hostname) and not _is_ip(parts.hostname):
+        raise ValueError(f"has an invalid host name: {text!r}")
     if parts.path.strip("/") or parts.query or parts.fragment:
         raise ValueError(f"must be the workspace URL without a path: {text!r}")
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
@@ -196,6 +198,17 @@ def normalize_host(text: str) -> str:
     if ":" in parts.hostname:  # IPv6 literal
         netloc = f"[{parts.hostname}]" + ("" if port is None else f":{port}")
     return f"{parts.scheme}://{netloc}"
+
+
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*")
+
+
+def _is_ip(hostname: str) -> bool:
+    try:
+        ipaddress.ip_address(hostname)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_loopback(hostname: str) -> bool:
