@@ -19,6 +19,7 @@ from databricks.sdk.service.jobs import (
     TaskDependency,
 )
 
+from aml_databricks.workspace import LocalWorkspace
 from tests.fixtures_workspace import upload_notebook
 
 WAIT = timedelta(seconds=60)
@@ -187,3 +188,38 @@ def _wait_terminal(client: WorkspaceClient, run_id: int, limit: float = 30):
             return run
         time.sleep(0.05)
     raise AssertionError(f"run {run_id} never ended: {run.state}")
+
+
+def test_run_now_over_max_concurrent_runs_is_skipped(client: WorkspaceClient) -> None:
+    from databricks.sdk.service.jobs import Task
+
+    path = upload_notebook(client, "/Users/me/long_job", "import time\ntime.sleep(120)\n")
+    job = client.jobs.create(name="one-at-a-time", max_concurrent_runs=1, tasks=[Task(
+        task_key="main", existing_cluster_id="local", notebook_task=NotebookTask(notebook_path=path))])
+    first = client.jobs.run_now(job.job_id)
+    second = client.jobs.run_now(job.job_id).result(timeout=WAIT)
+    assert second.state.life_cycle_state == RunLifeCycleState.SKIPPED
+    assert "max_concurrent_runs" in second.state.state_message
+    client.jobs.cancel_run(first.run_id)
+    assert _wait_terminal(client, first.run_id).state.result_state == RunResultState.CANCELED
+
+
+def test_injected_states_for_client_authors(workspace: LocalWorkspace, client: WorkspaceClient) -> None:
+    import requests
+
+    path = upload_notebook(client, "/Users/me/long_inject", "import time\ntime.sleep(120)\n")
+    waiter = client.jobs.submit(run_name="inject", tasks=[notebook_task("main", path)])
+    _wait_for(client, waiter.run_id, RunLifeCycleState.RUNNING)
+    url, auth = workspace.host + "/api/2.0/local/admin/inject", {"Authorization": f"Bearer {workspace.token}"}
+
+    shown = requests.post(url, json={"run_id": waiter.run_id, "life_cycle_state": "WARMING_UP", "seconds": 30},
+                          headers=auth)
+    assert shown.ok
+    raw = requests.get(workspace.host + "/api/2.2/jobs/runs/get", params={"run_id": waiter.run_id}, headers=auth)
+    assert raw.json()["state"]["life_cycle_state"] == "WARMING_UP"
+
+    assert requests.post(url, json={"run_id": waiter.run_id, "life_cycle_state": "INTERNAL_ERROR",
+                                    "state_message": "driver lost"}, headers=auth).ok
+    run = _wait_terminal(client, waiter.run_id)
+    assert run.state.life_cycle_state == RunLifeCycleState.INTERNAL_ERROR
+    assert run.state.state_message == "driver lost"

@@ -191,6 +191,8 @@ class Jobs:
 
     def end_run(self, run_id: Any, message: str) -> None:
         doc, _ = self._load(run_id)
+        with self._lock:
+            self._shown_states.pop(doc["run_id"], None)  # the real end shows through
         if not self.scheduler.fail(doc["run_id"], message):
             raise InvalidState(f"Run {doc['run_id']} is not active.")
 
