@@ -327,6 +327,43 @@ def test_rerun_after_success_reattaches_without_running_again(
     assert counter.read_text().splitlines() == ["ran"]
 
 
+def test_timeout_cancels_and_exits_1_with_timedout(
+    workspace: LocalWorkspace, notebooks: dict[str, str], tmp_path: Path
+) -> None:
+    args = ["--notebook-path", notebooks["sleep"], "--param", f"counter={tmp_path / 'c'}", "--param", "seconds=60"]
+    result = run_cli([*args, "--timeout", "2"], cli_env(workspace))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "TIMEDOUT" in result.stdout
+
+
+def test_results_become_tags_of_the_steps_mlflow_run(
+    workspace: LocalWorkspace, notebooks: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # a file store keeps the test offline and light
+    uri = (tmp_path / "mlruns").as_uri()
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("step")
+    mlflow_run = client.create_run(experiment).info.run_id
+    out = tmp_path / "out"
+    env = cli_env(
+        workspace,
+        MLFLOW_TRACKING_URI=uri,
+        MLFLOW_RUN_ID=mlflow_run,
+        MLFLOW_EXPERIMENT_ID=experiment,
+        MLFLOW_TRACKING_TOKEN="mlflow-token-secret-xyz",
+        MLFLOW_ALLOW_FILE_STORE="true",
+    )
+    result = run_cli(["--notebook-path", notebooks["ok"], "--output", str(out), "--param", f"out={out}"], env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "mlflow-token-secret-xyz" not in result.stdout + result.stderr
+    tags = client.get_run(mlflow_run).data.tags
+    record = json.loads((out / "_databricks" / "run.json").read_text())
+    assert tags["databricks.run_id"] == str(record["run_id"])
+    assert tags["databricks.result_state"] == "SUCCESS"
+    assert tags["databricks.exit_value"] == record["exit_value"]
+
+
 # --- transient faults --------------------------------------------------------------------------
 
 
@@ -417,6 +454,13 @@ def _bad_cases(
         ([*nb], {"DATABRICKS_TOKEN": ""}, 3, "no Databricks credential found"),
         ([*nb, "--auth", "service-principal"], {}, 3, "needs ARM_TENANT_ID"),
         ([*nb, "--output-format", "xml"], {}, 2, "invalid choice"),
+        # offline, the vault cannot be reached: the real DefaultAzureCredential + SecretClient path
+        (
+            [*nb, "--keyvault-url", "https://kv.vault.azure.net/", "--keyvault-secret-name", "ADBPAT"],
+            {"DATABRICKS_TOKEN": ""},
+            3,
+            "could not read secret 'ADBPAT' from Key Vault",
+        ),
     ]
 
 

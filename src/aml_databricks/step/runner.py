@@ -211,6 +211,8 @@ class _StepRun:
 
     def run(self) -> StepResult:
         self._check_notebook_exists()
+        if self.stop.event.is_set():  # stopped while starting up: nothing to cancel yet
+            raise StoppedError(f"stopped by {self.stop.signal_name} before submitting", self.stop.exit_code)
         run_id, started_at = self._submit()
         outcome = wait_until_terminal(
             lambda: self._get_run(run_id),
