@@ -1,0 +1,231 @@
+"""The runner's decisions against a scripted fake client and a fake clock: reattach, outputs, stop."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from databricks.sdk.errors import NotFound, PermissionDenied
+from databricks.sdk.service.jobs import NotebookOutput, RunOutput
+
+from aml_databricks.errors import AuthError, StoppedError, UsageError
+from aml_databricks.step.report import Masker, Reporter
+from aml_databricks.step.request import submission_description
+from aml_databricks.step.runner import StopRequest, run_step
+from aml_databricks.step.settings import resolve
+from tests.unit.test_step_wait import FakeClock
+
+BASE = {"databricks_host": "https://adb-1.2.azuredatabricks.net", "notebook_path": "/nb", "existing_cluster_id": "c"}
+
+
+@dataclass
+class FakeWait:
+    response: Any
+
+
+@dataclass
+class FakeSubmitResponse:
+    run_id: int
+
+
+class FakeJobs:
+    def __init__(self, ws: FakeWorkspace) -> None:
+        self.ws = ws
+
+    def submit(self, **kwargs: Any) -> FakeWait:
+        self.ws.submitted.append(kwargs)
+        return FakeWait(FakeSubmitResponse(self.ws.run_id))
+
+    def cancel_run(self, run_id: int) -> None:
+        self.ws.cancelled.append(run_id)
+        self.ws.states = [("TERMINATED", "CANCELED")]
+
+    def get_run_output(self, run_id: int) -> RunOutput:
+        if self.ws.output_error is not None:
+            raise self.ws.output_error
+        return self.ws.outputs.get(run_id, RunOutput())
+
+
+class FakeApi:
+    def __init__(self, ws: FakeWorkspace) -> None:
+        self.ws = ws
+
+    def do(self, method: str, path: str, query: dict[str, Any] | None = None, **_: Any) -> dict[str, Any]:
+        assert path.endswith("/jobs/runs/get")
+        return self.ws.next_run()
+
+
+class FakeWorkspaceApi:
+    def __init__(self, ws: FakeWorkspace) -> None:
+        self.ws = ws
+
+    def get_status(self, path: str) -> None:
+        if self.ws.status_error is not None:
+            raise self.ws.status_error
+
+
+class FakeDbfs:
+    def list(self, path: str) -> list[Any]:
+        raise NotFound("no such path", error_code="RESOURCE_DOES_NOT_EXIST")
+
+
+@dataclass
+class FakeWorkspace:
+    run_id: int = 7
+    description: str | None = None  # the submission the run was created with; None = ours
+    start_time: int = 0
+    states: list[tuple[str, str | None]] = field(default_factory=lambda: [("RUNNING", None), ("TERMINATED", "SUCCESS")])
+    outputs: dict[int, RunOutput] = field(default_factory=dict)
+    status_error: Exception | None = None
+    output_error: Exception | None = None
+    submitted: list[dict[str, Any]] = field(default_factory=list)
+    cancelled: list[int] = field(default_factory=list)
+    polls: int = 0
+
+    def __post_init__(self) -> None:
+        self.jobs = FakeJobs(self)
+        self.api_client = FakeApi(self)
+        self.workspace = FakeWorkspaceApi(self)
+        self.dbfs = FakeDbfs()
+
+    def next_run(self) -> dict[str, Any]:
+        self.polls += 1
+        state, result = self.states[0] if len(self.states) == 1 else self.states.pop(0)
+        description = self.description
+        if description is None:
+            description = self.submitted[-1]["tasks"][0].description
+        task_state: dict[str, Any] = {"life_cycle_state": state}
+        run_state: dict[str, Any] = {"life_cycle_state": state}
+        if result:
+            task_state["result_state"] = run_state["result_state"] = result
+        return {
+            "run_id": self.run_id,
+            "run_page_url": f"https://adb/#run/{self.run_id}",
+            "start_time": self.start_time,
+            "state": run_state,
+            "tasks": [{"task_key": "main", "run_id": self.run_id + 1, "description": description, "state": task_state}],
+        }
+
+
+def step(ws: FakeWorkspace, env: dict[str, str] | None = None, stop: StopRequest | None = None, **flags: Any):  # type: ignore[no-untyped-def]
+    log = io.StringIO()
+    reporter = Reporter(Masker(), log=log, out=log)
+    clock = FakeClock()
+    result = run_step(
+        resolve({**BASE, **flags}, {}),
+        env={"AZUREML_RUN_ID": "job_1", **(env or {})},
+        reporter=reporter,
+        stop=stop,
+        clock=clock,
+        client=ws,  # type: ignore[arg-type]
+    )
+    return result, log.getvalue()
+
+
+def test_fresh_submit_succeeds_with_exit_value() -> None:
+    ws = FakeWorkspace(outputs={8: RunOutput(notebook_output=NotebookOutput(result="42"))})
+    result, log = step(ws)
+    assert result.exit_code == 0 and result.exit_value == "42" and not result.reattached
+    assert "submitted run 7" in log and "exit value: 42" in log
+    assert ws.submitted[0]["idempotency_token"].startswith("aml-dbx-")
+
+
+def test_reattach_detected_by_another_submission_id() -> None:
+    ws = FakeWorkspace(description=submission_description("earlier-attempt"))
+    result, log = step(ws)
+    assert result.reattached and "reattached to run 7" in log
+
+
+def test_reattach_falls_back_to_start_time_when_the_server_drops_the_description() -> None:
+    old = FakeWorkspace(description="", start_time=1_699_999_000_000)  # well before the fake clock's now
+    assert step(old)[0].reattached
+    fresh = FakeWorkspace(description="", start_time=1_700_000_000_000)
+    assert not step(fresh)[0].reattached
+
+
+def test_failure_reads_error_and_trace_of_the_failed_task_run() -> None:
+    ws = FakeWorkspace(
+        states=[("TERMINATED", "FAILED")],
+        outputs={8: RunOutput(error="ValueError: x", error_trace="Traceback ...\nValueError: x")},
+    )
+    result, log = step(ws)
+    assert result.exit_code == 1
+    assert "task main (run 8) error: ValueError: x" in log
+    assert "    Traceback ..." in log
+
+
+def test_output_read_failure_is_reported_not_fatal() -> None:
+    ws = FakeWorkspace(states=[("INTERNAL_ERROR", None)], output_error=NotFound("Run 8 does not exist."))
+    result, log = step(ws)
+    assert result.exit_code == 1 and "could not read the output of task run 8" in log
+
+
+def test_stop_cancels_waits_and_raises_with_the_signals_code() -> None:
+    stop = StopRequest()
+    ws = FakeWorkspace(states=[("RUNNING", None)])
+
+    original = ws.next_run
+
+    def poll_then_signal() -> dict[str, Any]:
+        body = original()
+        if ws.polls == 2:
+            stop.request(143, "SIGTERM")
+        return body
+
+    ws.next_run = poll_then_signal  # type: ignore[method-assign]
+    with pytest.raises(StoppedError) as caught:
+        step(ws, stop=stop)
+    assert caught.value.exit_code == 143 and ws.cancelled == [7]
+    assert "CANCELED" in str(caught.value)
+
+
+def test_stop_before_submit_submits_nothing() -> None:
+    stop = StopRequest()
+    stop.request(130, "SIGINT")
+    ws = FakeWorkspace()
+    with pytest.raises(StoppedError) as caught:
+        step(ws, stop=stop)
+    assert caught.value.exit_code == 130 and ws.submitted == []
+
+
+def test_notebook_not_found_and_forbidden() -> None:
+    with pytest.raises(UsageError, match="notebook /nb not found"):
+        step(FakeWorkspace(status_error=NotFound("Path (/nb) doesn't exist.")))
+    with pytest.raises(AuthError, match="permission denied"):
+        step(FakeWorkspace(status_error=PermissionDenied("no")))
+
+
+def test_run_json_and_require_output(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result, log = step(FakeWorkspace(), output=str(out))
+    assert result.exit_code == 1 and "wrote nothing to the output" in log
+    assert json.loads((out / "_databricks" / "run.json").read_text())["exit_code"] == 1
+
+    (out / "part-0.parquet").write_text("x")
+    result, _ = step(FakeWorkspace(), output=str(out))
+    assert result.exit_code == 0
+
+
+def test_secrets_are_masked_in_every_line() -> None:
+    token = "mlflow-secret-token-1234"
+    ws = FakeWorkspace(states=[("TERMINATED", "FAILED")], outputs={8: RunOutput(error=f"leaked {token}")})
+    _, log = step(ws, env={"MLFLOW_TRACKING_TOKEN": token})
+    assert token not in log and "leaked ***" in log
+
+
+def test_generated_run_id_is_announced() -> None:
+    log = io.StringIO()
+    run_step(
+        resolve({**BASE}, {}),
+        env={},
+        reporter=Reporter(Masker(), log=log, out=log),
+        clock=FakeClock(),
+        stop=StopRequest(threading.Event()),
+        client=FakeWorkspace(),  # type: ignore[arg-type]
+    )
+    assert "AZUREML_RUN_ID is not set; using generated run id local_" in log.getvalue()
