@@ -484,7 +484,7 @@ def test_bad_input_table(workspace: LocalWorkspace, notebooks: dict[str, str], t
             problems.append("token printed")
         return f"{args} {extra}: {'; '.join(problems)}" if problems else None
 
-    with ThreadPoolExecutor(8) as pool:
+    with ThreadPoolExecutor(4) as pool:
         failures = [f for f in pool.map(one, cases) if f]
     assert not failures, "\n".join(failures)
 
