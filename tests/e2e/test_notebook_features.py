@@ -169,7 +169,7 @@ def spark_workspace(spark_pool: ClusterPool, spark_data_dir: Path) -> Iterator[L
         data_dir,
         mounts={"/mnt/azuremlblobstore": data_dir / "datastore"},
         storage={"abfss://lake@lakeacct.dfs.core.windows.net": data_dir / "lake"},
-        executor=DriverExecutor(data_dir, spark=spark_pool),
+        executor=DriverExecutor(data_dir, spark=spark_pool, prefork=True),
     ) as workspace:
         yield workspace
 

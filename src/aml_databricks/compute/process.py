@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -23,7 +24,10 @@ from typing import Any, TextIO
 from databricks.sdk.service.jobs import RunResultState, TerminationCodeCode
 
 from aml_databricks.compute.executor import SparkLease, SparkProvider, TaskLaunch, TaskOutcome
+from aml_databricks.compute.forkserver import DriverForkServer, ForkedDriver
 from aml_databricks.compute.redaction import SECRET_FD_ENV, LogPump
+
+log = logging.getLogger(__name__)
 
 LOG_LIMIT = 5 * 1024 * 1024  # runs/get-output keeps the last 5 MB of logs
 KILL_GRACE_S = 1.0
@@ -42,16 +46,22 @@ class DriverExecutor:
         data_dir: Path,
         spark: SparkProvider | None = None,
         libraries: InstallLibraries | None = None,
+        *,
+        prefork: bool = False,
     ) -> None:
+        """`prefork`: start drivers by forking a warm server that has pyspark imported (compute/forkserver.py),
+        which saves a run about a second of imports; a fresh interpreter per run otherwise, and as fallback."""
         self._data_dir = Path(data_dir)
         self._spark = spark
         self._install_libraries = libraries
         self._executions: set[DriverExecution] = set()
         self._lock = threading.Lock()
+        self._prefork = prefork
+        self._fork_server: DriverForkServer | None = None
 
     def start(self, launch: TaskLaunch, on_running: Callable[[], None]) -> DriverExecution:
         execution = DriverExecution(
-            launch, on_running, self._task_document(launch), self._spark, self._install_libraries
+            launch, on_running, self._task_document(launch), self._spark, self._install_libraries, self._spawner()
         )
         with self._lock:
             self._executions = {e for e in self._executions if not e.done} | {execution}
@@ -64,6 +74,23 @@ class DriverExecutor:
             executions, self._executions = list(self._executions), set()
         for execution in executions:
             execution.cancel()
+        with self._lock:
+            fork_server, self._fork_server = self._fork_server, None
+        if fork_server is not None:
+            fork_server.close()
+
+    def _spawner(self) -> DriverForkServer | None:
+        """The fork server, (re)started on demand; None when not wanted or it can't start."""
+        if not self._prefork:
+            return None
+        with self._lock:
+            if self._fork_server is None or not self._fork_server.alive:
+                try:
+                    self._fork_server = DriverForkServer()
+                except OSError as error:
+                    log.warning("driver fork server did not start (%s): drivers start from scratch", error)
+                    return None
+            return self._fork_server
 
     def _task_document(self, launch: TaskLaunch) -> dict[str, Any]:
         """task.json without the `spark` and `python_path` entries, which start-up fills in."""
@@ -113,7 +140,9 @@ class DriverExecution:
         document: dict[str, Any],
         spark: SparkProvider | None,
         install_libraries: InstallLibraries | None,
+        fork_server: DriverForkServer | None = None,
     ) -> None:
+        self._fork_server = fork_server
         self._launch = launch
         self._on_running = on_running
         self._document = document
@@ -125,7 +154,7 @@ class DriverExecution:
         self._outcome: TaskOutcome | None = None
         self._cancelled = False
         self._lease: SparkLease | None = None
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process: subprocess.Popen[bytes] | ForkedDriver | None = None
         self._pump: LogPump | None = None
         self._thread = threading.Thread(target=self._run, name=f"task-run-{launch.run_id}", daemon=True)
 
@@ -192,7 +221,7 @@ class DriverExecution:
             self._finish(_failed(TerminationCodeCode.INTERNAL_ERROR, f"{type(error).__name__}: {error}"))
         finally:
             process = self._process
-            if process is not None and process.poll() is None:
+            if process is not None and _running(process):
                 _end_process_group(process)  # start-up failed after the driver started: leave nothing behind
             self._release()
 
@@ -239,14 +268,14 @@ class DriverExecution:
         with os.fdopen(descriptor, "w") as handle:
             json.dump(self._document, handle)
 
-    def _start_driver(self) -> subprocess.Popen[bytes] | None:
+    def _start_driver(self) -> subprocess.Popen[bytes] | ForkedDriver | None:
         with self._lock:
             if self._cancelled:
                 return None
             output_read, output_write = os.pipe()
             secrets_read, secrets_write = os.pipe()
             try:
-                self._process = subprocess.Popen(
+                self._process = self._fork(output_write, secrets_write) or subprocess.Popen(
                     [sys.executable, "-m", "aml_databricks.compute.driver", str(self._run_dir)],
                     stdin=subprocess.DEVNULL,
                     stdout=output_write,
@@ -268,6 +297,17 @@ class DriverExecution:
             # lets a restarted workspace end a driver that a crash of this one left behind
             (self._run_dir / "driver.pid").write_text(str(self._process.pid))
             return self._process
+
+    def _fork(self, output_fd: int, secrets_fd: int) -> ForkedDriver | None:
+        if self._fork_server is None:
+            return None
+        try:
+            return self._fork_server.spawn(
+                str(self._run_dir), str(self._run_dir), self._environment(), output_fd, secrets_fd
+            )
+        except (OSError, RuntimeError, ValueError) as error:
+            log.warning("driver fork server failed (%s): starting the driver from scratch", error)
+            return None
 
     def _drain_log(self) -> None:
         """Let the pump write the driver's last output; bounded: a stray holder of the pipe can't block."""
@@ -294,14 +334,13 @@ class DriverExecution:
             result = json.loads((self._run_dir / "result.json").read_text())
         except (OSError, ValueError):
             code = self._process.returncode if self._process is not None else None
+            ended = f"The driver process ended{f' (exit code {code})' if code is not None else ''} without a result."
             tail = logs[-4000:].strip() if logs else ""
-            message = f"The driver process ended (exit code {code}) without a result." + (
-                f" Last output:\n{tail}" if tail else ""
-            )
+            message = ended + (f" Last output:\n{tail}" if tail else "")
             return TaskOutcome(
                 RunResultState.FAILED,
                 TerminationCodeCode.DRIVER_ERROR,
-                f"The driver process ended (exit code {code}) without a result.",
+                ended,
                 error=message,
                 logs=logs,
                 logs_truncated=logs_truncated,
@@ -372,7 +411,11 @@ def _failed(code: TerminationCodeCode, error: str) -> TaskOutcome:
     return TaskOutcome(RunResultState.FAILED, code, error, error=error)
 
 
-def _end_process_group(process: subprocess.Popen[bytes]) -> None:
+def _running(process: subprocess.Popen[bytes] | ForkedDriver) -> bool:
+    return not process.exited if isinstance(process, ForkedDriver) else process.poll() is None
+
+
+def _end_process_group(process: subprocess.Popen[bytes] | ForkedDriver) -> None:
     """SIGTERM the driver's process group, SIGKILL it after a grace period; reap the driver."""
     for sig, grace in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, 5.0)):
         with contextlib.suppress(ProcessLookupError):
