@@ -48,9 +48,12 @@ if os.environ.get("MLFLOW_TRACKING_URI") and os.environ.get("MLFLOW_RUN_ID"):
     except ImportError:
         print("mlflow is not installed on this cluster: metrics not logged")
     else:
-        client = MlflowClient()
-        client.log_metric(os.environ["MLFLOW_RUN_ID"], "exported_rows", rows)
-        client.set_tag(os.environ["MLFLOW_RUN_ID"], "exported_table", table)
+        try:
+            client = MlflowClient()
+            client.log_metric(os.environ["MLFLOW_RUN_ID"], "exported_rows", rows)
+            client.set_tag(os.environ["MLFLOW_RUN_ID"], "exported_table", table)
+        except Exception as exc:  # the export succeeded: a tracking problem must not fail it
+            print(f"MLflow logging failed: {exc}")
 
 # COMMAND ----------
 

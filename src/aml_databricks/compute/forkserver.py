@@ -31,6 +31,7 @@ from typing import Any
 from aml_databricks.compute.redaction import SECRET_FD_ENV
 
 _MAX_MESSAGE = 1 << 20
+SPAWN_TIMEOUT_S = 60.0
 
 
 class ForkedDriver:
@@ -80,7 +81,11 @@ class DriverForkServer:
     def __init__(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._socket = ours
+        # The first request waits for the server's imports; a server stuck longer than this is given up
+        # (the executor then starts the driver from scratch).
+        self._socket.settimeout(SPAWN_TIMEOUT_S)
         self._lock = threading.Lock()
+        self._broken = False
         self._process = subprocess.Popen(
             [sys.executable, "-m", "aml_databricks.compute.forkserver", str(theirs.fileno())],
             pass_fds=(theirs.fileno(),),
@@ -92,13 +97,19 @@ class DriverForkServer:
 
     @property
     def alive(self) -> bool:
-        return self._process.poll() is None
+        return not self._broken and self._process.poll() is None
 
     def spawn(self, run_dir: str, cwd: str, env: dict[str, str], output_fd: int, secrets_fd: int) -> ForkedDriver:
         request = json.dumps({"run_dir": run_dir, "cwd": cwd, "env": env}).encode()
         with self._lock:
-            socket.send_fds(self._socket, [request], [output_fd, secrets_fd])
-            reply, fds, _, _ = socket.recv_fds(self._socket, _MAX_MESSAGE, 1)
+            if self._broken:
+                raise RuntimeError("the driver fork server stopped answering")
+            try:
+                socket.send_fds(self._socket, [request], [output_fd, secrets_fd])
+                reply, fds, _, _ = socket.recv_fds(self._socket, _MAX_MESSAGE, 1)
+            except OSError:
+                self._broken = True  # a late reply would answer the next request: never reuse it
+                raise
         if not reply or len(fds) != 1:
             for fd in fds:
                 os.close(fd)

@@ -85,6 +85,8 @@ class DriverExecutor:
             return None
         with self._lock:
             if self._fork_server is None or not self._fork_server.alive:
+                if self._fork_server is not None:
+                    self._fork_server.close()  # dead or stuck: don't leave its process behind
                 try:
                     self._fork_server = DriverForkServer()
                 except OSError as error:

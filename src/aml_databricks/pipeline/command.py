@@ -74,8 +74,9 @@ def add_parser(subparsers: Any) -> None:
         "--notebooks",
         type=Path,
         metavar="DIR",
-        help="notebooks to upload to the local workspace: DIR/NAME.py (.sql, .ipynb) becomes the "
-        "notebook_path ending in /NAME (default: a notebooks/ folder beside or above the pipeline)",
+        help="notebooks to upload: DIR/NAME.py (.sql, .ipynb) becomes the notebook_path ending in /NAME "
+        "(default for the local workspace: a notebooks/ folder beside or above the pipeline; "
+        "with --workspace, nothing is uploaded unless this is given)",
     )
     run.set_defaults(func=run_command)
 
@@ -119,7 +120,14 @@ def _databricks(args: argparse.Namespace, graph: Any, nodes: Sequence[Any], data
         yield None
         return
     if args.workspace:
-        yield DatabricksTarget(args.workspace, os.environ.get("DATABRICKS_TOKEN"))
+        token = os.environ.get("DATABRICKS_TOKEN")
+        if args.notebooks:  # only when asked: never write into someone's workspace by default
+            from databricks.sdk import WorkspaceClient
+
+            from aml_databricks.pipeline.notebooks import upload_notebooks
+
+            upload_notebooks(WorkspaceClient(host=args.workspace, token=token), graph, nodes, args.notebooks)
+        yield DatabricksTarget(args.workspace, token)
         return
     try:
         from aml_databricks.workspace import LocalWorkspace

@@ -30,9 +30,10 @@ from aml_databricks.pipeline.graph import (
     topological_order,
 )
 from aml_databricks.pipeline.render import render_command
-from aml_databricks.pipeline.tracking import LocalTracking
+from aml_databricks.pipeline.tracking import FILE_STORE_SWITCH, LocalTracking
 
 DATASTORE = "datastore"  # <data-dir>/datastore is the local "workspaceblobstore"
+SPARK_ENV_SETTING = "AML_DATABRICKS_SPARK_ENV"  # the step's --spark-env, as a variable
 STOP_GRACE_SECONDS = 90.0  # the step cancels its Databricks run on SIGTERM and waits for it
 
 
@@ -175,6 +176,8 @@ class PipelineRunner:
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         env["PYTHONUNBUFFERED"] = "1"
         if node.runs_databricks and self.databricks:
+            # The notebook logs into the local MLflow file store too, from the cluster's environment.
+            env[SPARK_ENV_SETTING] = ",".join(f"{k}={v}" for k, v in FILE_STORE_SWITCH.items())
             env.update(self.databricks.environment)
             env["DATABRICKS_HOST"] = self.databricks.host
             if self.databricks.token:
