@@ -216,12 +216,13 @@ def test_python_file_argv_and_exit_codes(tmp_path: Path, fs: dict[str, Any]) -> 
 
 
 def test_python_file_read_from_a_local_path(tmp_path: Path, fs: dict[str, Any]) -> None:
+    (tmp_path / "job_helpers.py").write_text("GREETING = 'hi'\n")
     script = tmp_path / "local_job.py"
-    script.write_text("import sys\nprint(sys.argv[1:])\n")
+    script.write_text("import sys\nfrom job_helpers import GREETING\nprint(GREETING, sys.argv[1:])\n")
     run = run_driver(tmp_path, fs, None, kind="python", path=str(script), parameters=["a"])
 
-    assert run.result["result_state"] == "SUCCESS"
-    assert run.output == "['a']\n"
+    assert run.result["result_state"] == "SUCCESS", run.result
+    assert run.output == "hi ['a']\n"
 
 
 def test_secret_values_are_redacted_from_the_result(tmp_path: Path, fs: dict[str, Any]) -> None:

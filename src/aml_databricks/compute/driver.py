@@ -279,6 +279,8 @@ class TaskRunner:
     def run_python_file(self, source: str, path: str, parameters: list[str]) -> None:
         sys.argv = [path, *parameters]
         self.namespace["__file__"] = path
+        if os.path.isfile(path):  # a local file imports its sibling modules, as `python path` allows
+            sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
         code = compile(source, path, "exec")
         _register_source(path, source)
         exec(code, self.namespace)
