@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from aml_databricks.compute.clusters import ClusterPool, Lease, jvm_pids, session_confs
-from aml_databricks.compute.tables import load_table, load_table_with_pool
+from aml_databricks.compute.tables import load_table, load_table_with_pool, local_table_name
 
 pytestmark = pytest.mark.spark
 
@@ -196,7 +196,7 @@ def test_tables_survive_a_server_restart_and_stopping_leaves_no_jvm(
     session = SparkSession.builder.remote(after.remote).create()
     try:
         assert session.table("e2e.kept").count() == 7
-        assert session.table("main.e2e.kept".removeprefix("main.")).count() == 7
+        assert session.table(local_table_name("main.e2e.kept")).count() == 7
     finally:
         session.stop()
         after.release()
