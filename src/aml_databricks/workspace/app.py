@@ -248,6 +248,20 @@ def api_table(services: Services) -> dict[tuple[str, str], Endpoint]:
             raise ResourceDoesNotExist(f"No task value {call['key']} from task {call['task_key']} in this run.")
         return {"value": json.loads(value)}
 
+    def add_mount(call: Call) -> dict[str, Any]:
+        point, source, local = call["mount_point"], call["source"], call["local_path"]
+        if not isinstance(point, str) or not point.startswith("/mnt/") or ".." in point.split("/"):
+            raise InvalidParameterValue(f"mount_point must be /mnt/<name>, got {point!r}.")
+        if not isinstance(local, str) or not local.startswith("/"):
+            raise InvalidParameterValue("local_path must be an absolute folder.")
+        services.store.put_mount(point.rstrip("/"), str(source or f"file://{local}"), local)
+        return {}
+
+    def remove_mount(call: Call) -> dict[str, Any]:
+        if not services.store.delete_mount(str(call["mount_point"]).rstrip("/")):
+            raise ResourceDoesNotExist(f"Directory not mounted: {call['mount_point']}")
+        return {}
+
     def cluster(call: Call) -> dict[str, Any]:
         for info in services.clusters():
             if info["cluster_id"] == call["cluster_id"]:
@@ -306,6 +320,8 @@ def api_table(services: Services) -> dict[tuple[str, str], Endpoint]:
     route("/api/2.0/local/task-values/set", set_task_value, "POST", who="run")
     route("/api/2.0/local/task-values/get", get_task_value, who="run")
     route("/api/2.0/local/mounts", lambda c: {"mounts": services.mounts()})
+    route("/api/2.0/local/mounts", add_mount, "POST")
+    route("/api/2.0/local/mounts/delete", remove_mount, "POST")
     route("/api/2.0/local/admin/faults", admin_faults, who="user")
     route("/api/2.0/local/admin/faults", admin_faults, "POST", who="user")
     route("/api/2.0/local/admin/inject", admin_inject, "POST", who="user")
