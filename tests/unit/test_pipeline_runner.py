@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -158,3 +162,37 @@ def test_bad_input_is_one_line_and_exit_2(
     assert code == 2
     assert err.startswith(f"aml-databricks: error: {message}")
     assert len(err.strip().splitlines()) == 1
+
+
+def test_sigterm_stops_the_running_node_and_exits_143(tmp_path: Path) -> None:
+    write(tmp_path, "components/sleep.yml", """
+        type: command
+        name: sleeper
+        environment: azureml:python:1
+        command: echo sleeping; sleep 60 & echo "child $!"; wait
+    """)
+    pipeline = write(tmp_path, "pipeline.yml", """
+        type: pipeline
+        jobs:
+          nap: {type: command, component: ./components/sleep.yml}
+          after: {type: command, component: ./components/sleep.yml}
+    """)
+    command = [sys.executable, "-m", "aml_databricks.cli", "pipeline", "run", str(pipeline)]
+    command += ["--data-dir", str(tmp_path / "d")]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("[nap] child "):
+            break
+    child = int(lines[-1].split()[-1])
+    process.send_signal(signal.SIGTERM)
+    out = "".join(lines) + process.stdout.read()
+    assert process.wait(timeout=60) == 143, out
+    assert "[nap] canceled after" in out and "[after]" not in out
+    assert "aml-databricks: error: stopped by SIGTERM" in out
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{child}").exists(), "the node's child process outlived the pipeline run"
