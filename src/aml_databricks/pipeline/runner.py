@@ -141,7 +141,7 @@ class PipelineRunner:
             work_dir = node.code_dir or self._scratch_dir(pipeline.run_id, node.name)
             if not work_dir.is_dir():
                 raise UsageError(f"node '{node.name}': code folder not found: {work_dir}")
-            node_result.log = self._scratch_dir(pipeline.run_id, node.name).parent / f"{node.name}.log"
+            node_result.log = self._logs_dir(pipeline.run_id) / f"{node.name}.log"
             self._say(f"[{node.name}] started: run {run_id}, component {node.component}")
             self._say(f"[{node.name}] $ {command}")
             node_result.exit_code = self._run_process(
@@ -164,9 +164,15 @@ class PipelineRunner:
             folders[name] = folder
         return folders
 
-    def _scratch_dir(self, pipeline_run_id: str, node: str) -> Path:
-        folder = self.data_dir / "pipelines" / pipeline_run_id / node
+    def _logs_dir(self, pipeline_run_id: str) -> Path:
+        folder = self.data_dir / "pipelines" / pipeline_run_id
         folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def _scratch_dir(self, pipeline_run_id: str, node: str) -> Path:
+        """The working folder of a node whose component has no code (Azure ML's empty snapshot)."""
+        folder = self._logs_dir(pipeline_run_id) / node
+        folder.mkdir(exist_ok=True)
         return folder
 
     def _environment(self, node: Node, run_id: str) -> dict[str, str]:
