@@ -175,6 +175,8 @@ def test_static_confs_get_a_dedicated_server(spark_pool: ClusterPool) -> None:
     finally:
         session.stop()
         dedicated.release()
+    assert spark_pool.stop(dedicated.cluster_id)
+    assert {row["cluster_id"]: row["state"] for row in spark_pool.describe()}[dedicated.cluster_id] == "TERMINATED"
 
 
 def test_tables_survive_a_server_restart_and_stopping_leaves_no_jvm(

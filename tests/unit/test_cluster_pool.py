@@ -159,3 +159,9 @@ def test_close_stops_everything_and_refuses_new_leases(pool: ClusterPool) -> Non
 def test_bad_pool_settings_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="driver_memory"):
         ClusterPool(tmp_path, driver_memory="lots")
+
+
+def test_one_cluster_can_be_stopped(pool: ClusterPool) -> None:
+    pool.acquire({}, 1).release()
+    assert pool.stop("local") and pool.server_pids() == []
+    assert not pool.stop("local")

@@ -389,6 +389,19 @@ class ClusterPool:
         for server in servers:
             self._stop(server)
 
+    def stop(self, cluster_id: str) -> bool:
+        """Terminate one cluster's server (Clusters API `delete`); False if it was not running.
+
+        Runs still holding a lease on it lose their Spark session, as on Databricks.
+        """
+        with self._cond:
+            server = self._servers.pop(cluster_id, None)
+            self._cond.notify_all()
+        if server is None:
+            return False
+        self._stop(server)
+        return True
+
     def server_pids(self) -> list[int]:
         with self._cond:
             return [s.pid for s in self._servers.values() if s.pid is not None]
