@@ -48,6 +48,7 @@ DEFAULT_CLUSTER_ID = "local"
 CONNECT_SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 START_TIMEOUT_S = 180.0
 STOP_GRACE_S = 10.0
+CONTROL_DEADLINE_S = 10.0
 # A fixed user id in the remote: the driver and the pool's interrupt client must name the same
 # (user, session) pair, whatever USER their environments hold.
 CONNECT_USER_ID = "aml-databricks"
@@ -263,8 +264,11 @@ class _Server:
 def _control_client(remote: str) -> Any:
     """A bare Spark Connect client for control calls (interrupt, release) that give up quickly."""
     from pyspark.sql.connect.client import SparkConnectClient
+    from pyspark.sql.connect.client.core import RpcDeadlines
 
-    return SparkConnectClient(remote, retry_policy={"max_retries": 2, "max_backoff": 500})
+    # A hung server must not hang a cancel: its RPCs default to 10 minutes and 15 retries.
+    deadlines = RpcDeadlines(interrupt=CONTROL_DEADLINE_S, release_session=CONTROL_DEADLINE_S)
+    return SparkConnectClient(remote, retry_policy={"max_retries": 2, "max_backoff": 500}, rpc_deadlines=deadlines)
 
 
 class Lease:
