@@ -271,6 +271,18 @@ def _control_client(remote: str) -> Any:
     return SparkConnectClient(remote, retry_policy={"max_retries": 2, "max_backoff": 500}, rpc_deadlines=deadlines)
 
 
+def _control_call(remote: str, method: str) -> None:
+    """Call `method` of a control client on the session of `remote`; log failures, never raise."""
+    try:
+        client = _control_client(remote)
+        try:
+            getattr(client, method)()
+        finally:
+            client.close()
+    except Exception as error:  # the server may be gone, or the session never created
+        log.info("%s on %s: %s", method, remote.split(";", 1)[0], error)
+
+
 class Lease:
     """One task run's hold on a server: its own session id, interruptible, released once."""
 
@@ -286,14 +298,7 @@ class Lease:
 
     def interrupt(self) -> None:
         """Interrupt every Spark job of this session; best effort, bounded, never raises."""
-        try:
-            client = _control_client(self.remote)
-            try:
-                client.interrupt_all()
-            finally:
-                client.close()
-        except Exception as error:  # the server may be gone or the session never created
-            log.info("interrupt of run %s on %s: %s", self.run_id, self.cluster_id, error)
+        _control_call(self.remote, "interrupt_all")
 
     def release(self) -> None:
         """Free the server-side session (a crashed driver leaves it behind) and return the server."""
@@ -301,14 +306,7 @@ class Lease:
             if self._released:
                 return
             self._released = True
-        try:
-            client = _control_client(self.remote)
-            try:
-                client.release_session()
-            finally:
-                client.close()
-        except Exception as error:
-            log.debug("release of session %s: %s", self.session_id, error)
+        _control_call(self.remote, "release_session")
         self._pool._return(self._server)
 
 
