@@ -113,6 +113,7 @@ def run_step(
     client: WorkspaceClient | None = None,
 ) -> StepResult:
     """The whole step. Returns the result for exit code 0/1; raises for 2/3/130/143."""
+    stop = stop or StopRequest()
     ctx = context_from_env(settings, env)
     reporter.mask.add(ctx.mlflow.get(MLFLOW_TOKEN))
     _notices(settings, ctx, reporter)
@@ -125,16 +126,16 @@ def run_step(
         credentials = resolve_credentials(settings, env, factories)
         reporter.mask.add(*credentials.secret_values)
         reporter.info(f"credential: {credentials.kind}")
-        client = connect(settings, credentials)
-    runner = _StepRun(settings, ctx, request, client, reporter, stop or StopRequest(), clock or RealClock())
+        client = connect(settings, credentials, stop.event)
+    runner = _StepRun(settings, ctx, request, client, reporter, stop, clock or RealClock())
     return runner.run()
 
 
-def connect(settings: Settings, credentials: Credentials) -> WorkspaceClient:
+def connect(settings: Settings, credentials: Credentials, stop: threading.Event | None = None) -> WorkspaceClient:
     """A client with our retry budget. The host is probed first: the SDK would otherwise retry an
     unreachable host for the whole budget before saying anything."""
     assert settings.host is not None
-    _probe(settings.host, settings.connect_timeout)
+    _probe(settings.host, settings.connect_timeout, stop or threading.Event())
     from databricks.sdk import WorkspaceClient
     from databricks.sdk.config import Config
 
@@ -150,7 +151,7 @@ def connect(settings: Settings, credentials: Credentials) -> WorkspaceClient:
     return WorkspaceClient(config=config)
 
 
-def _probe(host: str, budget: float) -> None:
+def _probe(host: str, budget: float, stop: threading.Event) -> None:
     import time
 
     parts = urlsplit(host)
@@ -162,10 +163,10 @@ def _probe(host: str, budget: float) -> None:
             with socket.create_connection((parts.hostname, port), timeout=min(5.0, budget)):
                 return
         except OSError as exc:
-            if time.monotonic() + 1 > deadline:
+            if time.monotonic() + 1 > deadline or stop.is_set():
                 reason = exc.strerror or type(exc).__name__
                 raise UsageError(f"cannot reach {host}: {reason} (tried for {budget:g} s)") from None
-            time.sleep(1)
+            stop.wait(1)
 
 
 def _notices(s: Settings, ctx: AzureMLContext, reporter: Reporter) -> None:
@@ -219,7 +220,7 @@ class _StepRun:
             clock=self.clock,
             stop=self.stop.event,
             policy=PollPolicy(max_interval=self.s.poll_max_interval),
-            deadline=self._client_deadline(started_at),
+            deadline=self._client_deadline(),
             on_poll=StateLog(self.report.info, self.report.live),
             started_at=started_at,
         )
@@ -229,6 +230,8 @@ class _StepRun:
             why = f"{self.stop.signal_name} received" if outcome.reason is EndReason.STOPPED else "--timeout reached"
             last = self._cancel(run_id, why)
         self._collect(last)
+        if outcome.reason is EndReason.STOPPED:
+            self.result.exit_code = self.stop.exit_code
         self._finish()
         if outcome.reason is EndReason.STOPPED:
             state = self.result.result_state or "cancel requested"
@@ -237,7 +240,7 @@ class _StepRun:
             )
         return self.result
 
-    def _client_deadline(self, started_at: float) -> float | None:
+    def _client_deadline(self) -> float | None:
         """--timeout is sent to Databricks (which ends the run as TIMEDOUT); the step also enforces
         it, a little later, in case the service does not."""
         if not self.s.timeout:
