@@ -131,3 +131,43 @@ def test_a_failing_notebook_stops_the_pipeline(tmp_path: Path) -> None:
     assert "[train]" not in result.stdout
     assert output_folders(data_dir, "model") == set()
     assert_no_process_left(data_dir)
+
+
+def test_sigterm_cancels_the_databricks_run_and_exits_143(tmp_path: Path) -> None:
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    (notebooks / "slow.py").write_text("# Databricks notebook source\nimport time\ntime.sleep(300)\n")
+    data_dir = tmp_path / "data"
+    command = [str(Path(sys.executable).parent / "aml-databricks"), "pipeline", "run", str(PIPELINE)]
+    command += ["--data-dir", str(data_dir), "--notebooks", str(notebooks)]
+    command += ["--set", "notebook_path=/Shared/aml-databricks/slow"]
+    process = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    try:
+        assert process.stdout is not None
+        seen = []
+        for line in process.stdout:
+            seen.append(line)
+            if line.startswith("[databricks] [") and line.rstrip().endswith("RUNNING"):
+                break
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    out = "".join(seen) + out
+    assert process.returncode == 143, out
+    assert "[databricks] canceled after" in out and "[train]" not in out
+    assert "aml-databricks: error: stopped by SIGTERM" in out
+    assert "[databricks] stopping: SIGTERM to the node's processes" in out
+    assert_no_process_left(data_dir)
+
+    from aml_databricks.workspace import LocalWorkspace
+
+    with LocalWorkspace(data_dir) as workspace:  # the run's state survived in the data dir
+        (run,) = list(workspace.client.jobs.list_runs())
+        assert run.state is not None and run.state.result_state is not None, out
+        assert run.state is not None and run.state.result_state is not None
+        assert run.state.result_state.value == "CANCELED"

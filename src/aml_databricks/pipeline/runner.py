@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -209,18 +210,41 @@ class PipelineRunner:
         )
         try:
             with log.open("w", encoding="utf-8") as log_file:
-                assert process.stdout is not None
-                for line in process.stdout:
-                    log_file.write(line)
-                    self._say(f"[{node}] {line.rstrip()}")
+                try:
+                    self._stream(node, process, log_file)
+                except BaseException:
+                    self._say(f"[{node}] stopping: SIGTERM to the node's processes")
+                    self._stop(node, process, log_file)
+                    raise
             return process.wait()
-        except BaseException:
-            _stop(process)
-            raise
         finally:
             if process.stdout is not None:
                 process.stdout.close()
-            _kill_leftovers(process)
+            _signal_group(process, signal.SIGKILL)  # nothing a node started outlives it, as in Azure ML
+
+    def _stream(self, node: str, process: subprocess.Popen[str], log_file: TextIO) -> None:
+        """Copy the node's output to the log and the console until every writer has closed it."""
+        assert process.stdout is not None
+        for line in process.stdout:
+            log_file.write(line)
+            self._say(f"[{node}] {line.rstrip()}")
+
+    def _stop(self, node: str, process: subprocess.Popen[str], log_file: TextIO) -> None:
+        """SIGTERM the node's process group and keep streaming while it winds down (the step
+        cancels its Databricks run and says so); SIGKILL whatever is left after the grace period.
+
+        Waiting for the end of the output, not for the shell, matters: `sh -c` dies of SIGTERM at
+        once, while the step it started is still cancelling its run.
+        """
+        _signal_group(process, signal.SIGTERM)
+        killer = threading.Timer(STOP_GRACE_SECONDS, _signal_group, (process, signal.SIGKILL))
+        killer.daemon = True
+        killer.start()
+        try:
+            self._stream(node, process, log_file)
+            process.wait()
+        finally:
+            killer.cancel()
 
     def _say(self, line: str) -> None:
         print(line, file=self.out, flush=True)
@@ -231,21 +255,6 @@ def _status_after(exc: BaseException) -> str:
     return "Failed" if isinstance(exc, Exception) and not isinstance(exc, StoppedError) else "Canceled"
 
 
-def _kill_leftovers(process: subprocess.Popen[str]) -> None:
-    """A node's job ends with its command, as in Azure ML: nothing it started outlives it."""
+def _signal_group(process: subprocess.Popen[str], signum: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-
-
-def _stop(process: subprocess.Popen[str]) -> None:
-    """SIGTERM the node's process group (the step cancels its run), then SIGKILL if it lingers."""
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=STOP_GRACE_SECONDS)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    except ProcessLookupError:
-        pass
+        os.killpg(process.pid, signum)
