@@ -166,6 +166,7 @@ def test_static_confs_get_a_dedicated_server(spark_pool: ClusterPool) -> None:
         assert dedicated.cluster_id.startswith("local-")
         assert session.conf.get("spark.executor.memory") == "600m"
         assert session.range(4).count() == 4
+        assert "local_clusters" in session.conf.get("spark.sql.warehouse.dir")
         again = spark_pool.acquire({"existing_cluster_id": dedicated.cluster_id}, 6)
         assert again.cluster_id == dedicated.cluster_id and again.remote != dedicated.remote
         again.release()

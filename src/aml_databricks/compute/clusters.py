@@ -12,7 +12,8 @@ What each server is given (see `_server_confs`):
   (`fs.viewfs.mounttable.dbfs.link./mnt/x=file:///...`, measured): mounts need no server restart.
 - Tables: the Hive catalog, its Derby metastore in `<data_dir>/metastore`, the warehouse under
   DBFS. Derby (embedded) lets one JVM open the metastore at a time, so only the default server
-  uses it; a dedicated server gets a private metastore in `clusters/<id>/metastore`.
+  uses it; a dedicated server gets a private metastore in `clusters/<id>/metastore` and a private
+  warehouse in `dbfs/local_clusters/<id>/warehouse`.
 - Parallelism: `local[*]` on the shared server. `num_workers`/`autoscale` are recorded, and
   honoured as `local[N]` (capped at the CPU count) only on a dedicated server: a JVM (and a
   metastore of its own) per worker count would cost a cold start and hide the shared tables.
@@ -518,6 +519,14 @@ class ClusterPool:
             return self.data_dir / "metastore"
         return self._cluster_dir(server) / "metastore"
 
+    @staticmethod
+    def _warehouse(server: _Server) -> str:
+        # A dedicated server's private metastore gets a private warehouse too: in the shared one,
+        # its `saveAsTable("db.t")` would find (or overwrite) the files of the shared `db.t`.
+        if server.cluster_id == DEFAULT_CLUSTER_ID:
+            return "viewfs://dbfs/user/hive/warehouse"
+        return f"viewfs://dbfs/local_clusters/{server.cluster_id}/warehouse"
+
     def _server_confs(self, server: _Server) -> dict[str, str]:
         java_options = " ".join(
             [
@@ -545,7 +554,7 @@ class ClusterPool:
             # mount table would serve every later session and per-session mounts would leak.
             "spark.hadoop.fs.viewfs.impl.disable.cache": "true",
             "spark.sql.catalogImplementation": "hive",
-            "spark.sql.warehouse.dir": "viewfs://dbfs/user/hive/warehouse",
+            "spark.sql.warehouse.dir": self._warehouse(server),
         }
         confs.update(self.extra_confs)
         confs.update({k: v for k, v in server.static.items() if k != "spark.driver.extraJavaOptions"})
