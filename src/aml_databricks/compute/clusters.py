@@ -644,7 +644,11 @@ class ClusterPool:
             return
         from aml_databricks.compute.tables import install_samples
 
-        install_samples(spark)
+        try:
+            install_samples(spark)
+        except Exception as error:  # no scikit-learn, say: the cluster is still fine without samples
+            log.warning("sample tables not installed: %s: %s", type(error).__name__, error)
+            return
         marker.touch()
 
     def _stop(self, server: _Server) -> None:
