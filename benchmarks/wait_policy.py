@@ -185,7 +185,11 @@ def measure(
     for length in lengths:
         jobs = [(name, rep) for rep in range(reps[length]) for name in CLIENTS]
         with ThreadPoolExecutor(len(jobs)) as pool:
-            futures = {job: pool.submit(CLIENTS[job[0]], proxy.host, token, length) for job in jobs}
+            # Repetitions differ in length by a few percent: runs started together and equally long
+            # would all end at the same phase of the poll schedule and measure one case, not a spread.
+            futures = {
+                job: pool.submit(CLIENTS[job[0]], proxy.host, token, length * (1 + 0.04 * job[1])) for job in jobs
+            }
             done = {job: future.result() for job, future in futures.items()}
         for name in CLIENTS:
             latencies, calls, gaps, actual = [], [], [], []
@@ -237,7 +241,7 @@ def main() -> None:
     parser.add_argument("--lengths", default="2,20,120", help="run lengths in seconds (default: %(default)s)")
     args = parser.parse_args()
     lengths = [float(x) for x in args.lengths.split(",")] + ([600.0] if args.long else [])
-    reps = defaultdict(lambda: 1, {2.0: args.reps_short, 20.0: 3, 120.0: 2})
+    reps = defaultdict(lambda: 1, {2.0: args.reps_short, 20.0: 5, 120.0: 2})
 
     with (
         tempfile.TemporaryDirectory() as tmp,
