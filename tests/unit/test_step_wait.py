@@ -172,3 +172,12 @@ def test_observation_keeps_unknown_state_name_the_sdk_drops() -> None:
     obs = RunObservation.from_response(body("BRAND_NEW"))
     assert obs.run.state is not None and obs.run.state.life_cycle_state is None  # the SDK's view
     assert obs.life_cycle_state == "BRAND_NEW" and not obs.terminal
+
+
+def test_a_first_observation_saves_the_immediate_poll() -> None:
+    clock = FakeClock()
+    poll = ScriptedRun(clock, [(1.0, body("RUNNING")), (1e9, body("TERMINATED", "SUCCESS"))])
+    first = RunObservation.from_response(body("PENDING"))
+    outcome = wait_until_terminal(poll, clock=clock, stop=threading.Event(), policy=PollPolicy(), first=first)
+    assert outcome.reason is EndReason.TERMINAL
+    assert poll.calls == 2 and clock.sleeps[0] == PollPolicy().min_interval  # not polled at t=0

@@ -214,7 +214,7 @@ class _StepRun:
         self._check_notebook_exists()
         if self.stop.event.is_set():  # stopped while starting up: nothing to cancel yet
             raise StoppedError(f"stopped by {self.stop.signal_name} before submitting", self.stop.exit_code)
-        run_id, started_at = self._submit()
+        run_id, started_at, first = self._submit()
         outcome = wait_until_terminal(
             lambda: self._get_run(run_id),
             clock=self.clock,
@@ -223,6 +223,7 @@ class _StepRun:
             deadline=self._client_deadline(),
             on_poll=StateLog(self.report.info, self.report.live),
             started_at=started_at,
+            first=first,
         )
         last = outcome.last
         if outcome.reason is not EndReason.TERMINAL:
@@ -249,7 +250,7 @@ class _StepRun:
 
     # --- submit / reattach ----------------------------------------------------------------------
 
-    def _submit(self) -> tuple[int, float]:
+    def _submit(self) -> tuple[int, float, RunObservation]:
         self.report.info(f"Azure ML run {self.ctx.run_id}: submitting {self.s.task_type} task to {self.s.host}")
         submitted_ms = int(self.clock.time() * 1000)
         with _api_errors("submit the run"):
@@ -266,7 +267,7 @@ class _StepRun:
         verb = "reattached to run" if self.result.reattached else "submitted run"
         self.report.info(f"{verb} {run_id} (idempotency token {self.request.idempotency_token})")
         age = max(0.0, self.clock.time() - run.start_time / 1000) if run.start_time else 0.0
-        return run_id, self.clock.monotonic() - age
+        return run_id, self.clock.monotonic() - age, first
 
     def _is_reattached(self, first: RunObservation, submitted_ms: int) -> bool:
         """The idempotency token returns an existing run's id without saying so. The task

@@ -140,15 +140,19 @@ def wait_until_terminal(
     deadline: float | None = None,
     on_poll: Callable[[ObsT, float], None] | None = None,
     started_at: float | None = None,
+    first: ObsT | None = None,
 ) -> WaitOutcome[ObsT]:
     """Poll until a terminal observation, `stop`, or `deadline` seconds after `started_at`.
 
     Elapsed time counts from `started_at` (the submit), so the policy sees the run's age even when
-    the step was restarted and reattached.
+    the step was restarted and reattached. `first` is an observation the caller already made (the
+    one right after submit), used instead of polling again at once.
     """
     start = clock.monotonic() if started_at is None else started_at
+    pending = first
     while True:
-        observation = poll()
+        observation = pending if pending is not None else poll()
+        pending = None
         elapsed = clock.monotonic() - start
         if on_poll is not None:
             on_poll(observation, elapsed)
