@@ -65,6 +65,9 @@ def test_confs_split_into_static_and_session() -> None:
             "spark.executor.memory": "4g",
             "spark.jars.packages": "a:b:1",
             "spark.sql.extensions": "x.Y",
+            "spark.sql.globalTempDatabase": "gt",
+            "spark.sql.hive.convertMetastoreParquet": "false",  # a HiveUtils conf, runtime
+            "spark.sql.debug.maxToStringFields": "100",  # runtime, though spark.sql.debug is static
             "spark.master": "local[*, 4]",  # Databricks' single-node profile: parallelism, not honoured
             "spark.driver.memory": "32g",  # machine resources are the pool's
         }
@@ -73,10 +76,13 @@ def test_confs_split_into_static_and_session() -> None:
         "spark.executor.memory": "4g",
         "spark.jars.packages": "a:b:1",
         "spark.sql.extensions": "x.Y",
+        "spark.sql.globalTempDatabase": "gt",
     }
     assert session_confs(spec) == {
         "fs.azure.account.key.acc.dfs.core.windows.net": "k",
         "spark.databricks.delta.preview.enabled": "true",
+        "spark.sql.debug.maxToStringFields": "100",
+        "spark.sql.hive.convertMetastoreParquet": "false",
         "spark.sql.shuffle.partitions": "8",
     }
 

@@ -58,6 +58,7 @@ _MARK_DATA_DIR = "-Daml_databricks.data_dir="
 _MARK_OWNER = "-Daml_databricks.owner="
 
 # Confs Spark reads only when the JVM (or its SparkContext/SharedState) starts. Prefix match.
+# Core confs: `spark.conf.set` refuses them at run time, so they force a dedicated server.
 STATIC_CONF_PREFIXES = (
     "spark.driver.",
     "spark.executor.",
@@ -83,14 +84,48 @@ STATIC_CONF_PREFIXES = (
     "spark.extraListeners",
     "spark.python.",
     "spark.connect.",
-    "spark.sql.catalogImplementation",
-    "spark.sql.warehouse.dir",
-    "spark.sql.extensions",
     "spark.sql.hive.metastore",
-    "spark.sql.connect.",
-    "spark.sql.queryExecutionListeners",
-    "spark.sql.streaming.streamingQueryListeners",
-    "spark.sql.ui.",
+)
+# Spark 4.3's StaticSQLConf keys (read off the class with javap): fixed once per JVM. Exact match:
+# `spark.sql.debug` is static, `spark.sql.debug.maxToStringFields` is not.
+STATIC_SQL_CONFS = frozenset(
+    {
+        "spark.sql.artifact.copyFromLocalToFs.allowDestLocal",
+        "spark.sql.avro.schemaUrlAllowedSchemes",
+        "spark.sql.broadcastExchange.maxThreadThreshold",
+        "spark.sql.cache.serializer",
+        "spark.sql.catalogImplementation",
+        "spark.sql.codegen.cache.maxEntries",
+        "spark.sql.codegen.comments",
+        "spark.sql.debug",
+        "spark.sql.defaultUrlStreamHandlerFactory.enabled",
+        "spark.sql.event.truncate.length",
+        "spark.sql.extensions",
+        "spark.sql.extensions.test.loadFromCp",
+        "spark.sql.filesourceTableRelationCacheSize",
+        "spark.sql.globalTempDatabase",
+        "spark.sql.hive.thriftServer.http.sniHostCheckEnabled",
+        "spark.sql.hive.thriftServer.singleSession",
+        "spark.sql.kafka.disallowedOptions",
+        "spark.sql.legacy.hive.thriftServer.allowSettingSystemProperties",
+        "spark.sql.legacy.sessionInitWithConfigDefaults",
+        "spark.sql.metadataCacheTTLSeconds",
+        "spark.sql.queryExecutionListeners",
+        "spark.sql.reflect.allowList",
+        "spark.sql.restrictedMode.enabled",
+        "spark.sql.resultQueryStage.maxThreadThreshold",
+        "spark.sql.shuffleExchange.maxThreadThreshold",
+        "spark.sql.sources.disabledJdbcConnProviderList",
+        "spark.sql.sources.schemaStringLengthThreshold",
+        "spark.sql.streaming.streamingQueryListeners",
+        "spark.sql.streaming.ui.enabled",
+        "spark.sql.streaming.ui.enabledCustomMetricList",
+        "spark.sql.streaming.ui.retainedProgressUpdates",
+        "spark.sql.streaming.ui.retainedQueries",
+        "spark.sql.subquery.maxThreadThreshold",
+        "spark.sql.ui.retainedExecutions",
+        "spark.sql.warehouse.dir",
+    }
 )
 # Machine resources and topology: recorded in the cluster description, not emulated.
 IGNORED_CONFS = ("spark.master", "spark.driver.memory")
@@ -154,7 +189,7 @@ def _conf_value(value: Any) -> str:
 
 
 def _is_static(key: str) -> bool:
-    return key.startswith(STATIC_CONF_PREFIXES)
+    return key in STATIC_SQL_CONFS or key.startswith(STATIC_CONF_PREFIXES)
 
 
 def static_confs(cluster: Mapping[str, Any]) -> dict[str, str]:
