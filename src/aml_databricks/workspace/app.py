@@ -313,8 +313,9 @@ def api_table(services: Services) -> dict[tuple[str, str], Endpoint]:
     route("/api/2.0/secrets/list", lambda c: {"secrets": secrets.list(c["scope"])})
     route("/api/2.0/secrets/delete", done(lambda c: secrets.delete(c["scope"], c["key"])), "POST")
     # clusters
-    route("/api/2.0/clusters/list", lambda c: {"clusters": services.clusters()})
-    route("/api/2.0/clusters/get", cluster)
+    for version in ("2.0", "2.1"):  # the CLI and Airflow call 2.0, databricks-sdk 2.1
+        route(f"/api/{version}/clusters/list", lambda c: {"clusters": services.clusters()})
+        route(f"/api/{version}/clusters/get", cluster)
     # calls back from runs in flight, and the admin's knobs
     route("/api/2.0/local/secrets/get", run_secret, who="run")
     route("/api/2.0/local/task-values/set", set_task_value, "POST", who="run")
