@@ -6,6 +6,10 @@ Driven through databricks-sdk against a live local workspace, as users drive it.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -258,6 +262,28 @@ def test_cancel_a_long_spark_job(spark_client: WorkspaceClient, spark_workspace:
 
     assert run.state.result_state == RunResultState.CANCELED
     assert not Path(f"/proc/{int(pid_file.read_text())}").exists()
+
+
+@pytest.mark.spark
+def test_load_table_cli_goes_through_the_running_workspace(
+    spark_client: WorkspaceClient, spark_workspace: LocalWorkspace, tmp_path: Path
+) -> None:
+    csv = tmp_path / "sales.csv"
+    csv.write_text("region,amount\nnorth,10\nsouth,32\n")
+    marker = spark_workspace.data_dir / "server.json"  # what `workspace serve` writes while it runs
+    marker.write_text(json.dumps({"host": spark_workspace.host, "pid": os.getpid()}))
+    try:
+        loaded = subprocess.run(
+            [sys.executable, "-m", "aml_databricks.cli", "workspace", "load-table", "main.sales.by_region", str(csv),
+             "--data-dir", str(spark_workspace.data_dir)], capture_output=True, text=True, timeout=300)
+    finally:
+        marker.unlink()
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.strip() == "loaded 2 rows into main.sales.by_region"
+
+    total = 'str(spark.table("sales.by_region").agg({"amount": "sum"}).first()[0])'
+    path = upload_notebook(spark_client, "/Shared/e2e/read_loaded", f"dbutils.notebook.exit({total})")
+    assert run_one(spark_client, path).notebook_output.result == "42"
 
 
 def _wait_for(client: WorkspaceClient, run_id: int, state: RunLifeCycleState) -> Run:
