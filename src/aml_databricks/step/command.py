@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from aml_databricks.step.settings import AUTH_KINDS
+
 EXIT_CODES = """\
 exit codes:
   0    the Databricks run succeeded
@@ -131,14 +133,7 @@ def add_parser(subparsers: Any) -> None:
     auth = p.add_argument_group("credentials")
     auth.add_argument(
         "--auth",
-        choices=[
-            "auto",
-            "databricks-token",
-            "keyvault-pat",
-            "managed-identity",
-            "service-principal",
-            "azure-cli",
-        ],
+        choices=AUTH_KINDS,
     )
     auth.add_argument("--managed-identity-client-id", metavar="ID", help="env DEFAULT_IDENTITY_CLIENT_ID")
 
