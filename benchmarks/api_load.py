@@ -26,7 +26,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import median, percentile, print_table, rss_mb, served_workspace, write_json  # noqa: E402
+from _common import median, percentile, print_table, rss_mb, served_workspace, write_json
 
 # The baseline gets the same HTTP stack as the workspace: uvicorn (httptools when installed), TCP_NODELAY.
 BARE_APP = '''
@@ -81,10 +81,11 @@ def poll_with_wrk(url: str, params: dict[str, str], headers: dict[str, str], pol
     out = subprocess.run(["wrk", "-t2", f"-c{pollers}", f"-d{seconds:g}s", "--latency", *header_args,
                           f"{url}?{query}"], capture_output=True, text=True, check=True).stdout
 
-    def ms(text: str) -> float:
-        number = float(text.rstrip("musm"))
-        return number / 1000 if text.endswith("us") else number * 1000 if text.endswith("s") and not \
-            text.endswith("ms") else number
+    def ms(text: str) -> float:  # wrk prints 850.00us, 2.31ms or 1.02s
+        for unit, scale in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+            if text.endswith(unit):
+                return float(text[: -len(unit)]) * scale
+        return float(text)
 
     fields = {line.split()[0]: line.split()[1] for line in out.splitlines() if line.strip().startswith(("50%", "99%"))}
     rps = float(next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec")))
@@ -162,8 +163,8 @@ def main() -> None:
         after_burst_rss = rss_mb(pid)
 
     ratio = ours["rps"] / bare_stats["rps"]
-    print_table(f"runs/get, {args.pollers} concurrent pollers ({client}), {args.seconds:g} s each", ["server", "req/s", "p50 ms",
-                "p99 ms", "errors"], [
+    title = f"runs/get, {args.pollers} concurrent pollers ({client}), {args.seconds:g} s each"
+    print_table(title, ["server", "req/s", "p50 ms", "p99 ms", "errors"], [
         ["bare Starlette JSON endpoint", f"{bare_stats['rps']:.0f}", f"{bare_stats['p50_ms']:.1f}",
          f"{bare_stats['p99_ms']:.1f}", bare_stats["errors"]],
         ["local workspace runs/get", f"{ours['rps']:.0f}", f"{ours['p50_ms']:.1f}", f"{ours['p99_ms']:.1f}",
@@ -177,7 +178,8 @@ def main() -> None:
                                                ["after polling", f"{loaded_rss:.0f}"],
                                                ["after the burst", f"{after_burst_rss:.0f}"]])
     path = write_json("api_load", {
-        "pollers": args.pollers, "seconds": args.seconds, "client": client, "bare": bare_stats, "runs_get": ours, "ratio": ratio,
+        "pollers": args.pollers, "seconds": args.seconds, "client": client, "bare": bare_stats, "runs_get": ours,
+        "ratio": ratio,
         "burst": {"submitted": len(ids), "terminal": len(states), "success": successes,
                   "seconds": burst_seconds},
         "rss_mb": {"idle": idle_rss, "after_polling": loaded_rss, "after_burst": after_burst_rss},
