@@ -24,10 +24,8 @@ import re
 import shlex
 import subprocess
 import sys
-import threading
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import suppress
 from pathlib import Path
 from types import CodeType
 from typing import Any
@@ -285,17 +283,6 @@ class TaskRunner:
         _register_source(path, source)
         exec(code, self.namespace)
 
-    # --- tear-down ---------------------------------------------------------------------------
-
-    def stop_spark(self) -> None:
-        """Release the Connect session on the server (its temp views, caches), but never hang on it."""
-        if self.spark is None:
-            return
-        stopper = threading.Thread(target=_quietly(self.spark.stop), daemon=True)
-        stopper.start()
-        stopper.join(5)
-
-
 # --- notebook helpers ----------------------------------------------------------------------------
 
 
@@ -409,14 +396,6 @@ def _truncate_utf8(text: str, limit: int) -> tuple[str, bool]:
     return encoded[:limit].decode("utf-8", errors="ignore"), True
 
 
-def _quietly(call: Callable[[], Any]) -> Callable[[], None]:
-    def run() -> None:
-        with suppress(Exception):
-            call()
-
-    return run
-
-
 # --- entry point ---------------------------------------------------------------------------------
 
 
@@ -466,8 +445,8 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as error:
         result.fail(*describe_error(error, None))
     finally:
-        if runner is not None:
-            runner.stop_spark()
+        # The Spark session is not stopped here: the executor's lease releases it on the server once
+        # the outcome is recorded, which keeps a 0.03-0.3 s RPC off every run's critical path.
         _write_result(run_dir, result.as_json(redactor))
     return 0 if result.result_state == "SUCCESS" else 1
 
