@@ -229,3 +229,27 @@ def test_generated_run_id_is_announced() -> None:
         client=FakeWorkspace(),  # type: ignore[arg-type]
     )
     assert "AZUREML_RUN_ID is not set; using generated run id local_" in log.getvalue()
+
+
+def test_stop_interrupts_a_poll_stuck_in_retries() -> None:
+    """A 429 storm keeps one SDK call retrying for up to --retry-budget; SIGTERM must not wait for it."""
+    stop = StopRequest()
+    ws = FakeWorkspace(states=[("RUNNING", None)])
+    storm_over = threading.Event()
+    original = ws.next_run
+
+    def stuck_on_second_poll() -> dict[str, Any]:
+        body = original()
+        if ws.polls == 2:
+            threading.Timer(0.2, stop.request, args=(143, "SIGTERM")).start()
+            storm_over.wait(10)  # the step returns long before: it must not wait for this call
+            raise TimeoutError("Timed out after 0:05:00")  # how the SDK ends a spent retry budget
+        return body
+
+    ws.next_run = stuck_on_second_poll  # type: ignore[method-assign]
+    try:
+        with pytest.raises(StoppedError) as caught:
+            step(ws, stop=stop)
+    finally:
+        storm_over.set()
+    assert caught.value.exit_code == 143 and ws.cancelled == [7]

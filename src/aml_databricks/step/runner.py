@@ -20,10 +20,10 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from aml_databricks.errors import AmlDatabricksError, AuthError, RunFailedError, StoppedError, UsageError
@@ -62,6 +62,8 @@ DEFAULT_MOUNT_POINT = "/mnt/azuremlblobstore"  # where the demo mounts the Azure
 # A reattached run started before our submit; a fresh one at or after it. Allow this much clock
 # difference between this machine and the workspace (only used when the submission id is missing).
 _CLOCK_SKEW_MS = 2000
+STOP_CHECK_S = 0.05  # how often a poll stuck in the SDK's retries looks at the stop signal
+ObservationT = TypeVar("ObservationT")
 _MLFLOW_TAG_LIMIT = 5000  # MLflow caps tag values; the full exit value is in run.json
 
 
@@ -215,8 +217,14 @@ class _StepRun:
         if self.stop.event.is_set():  # stopped while starting up: nothing to cancel yet
             raise StoppedError(f"stopped by {self.stop.signal_name} before submitting", self.stop.exit_code)
         run_id, started_at, first = self._submit()
+        seen = [first]  # what a poll abandoned on stop reports instead
+
+        def poll() -> RunObservation:
+            seen[0] = _unless_stopped(lambda: self._get_run(run_id), self.stop.event, fallback=seen[0])
+            return seen[0]
+
         outcome = wait_until_terminal(
-            lambda: self._get_run(run_id),
+            poll,
             clock=self.clock,
             stop=self.stop.event,
             policy=PollPolicy(max_interval=self.s.poll_max_interval),
@@ -471,6 +479,32 @@ class _StepRun:
                 client.set_tag(mlflow_run, key, value)
         except Exception as exc:
             self.report.info(f"notice: could not log MLflow tags: {type(exc).__name__}")
+
+
+def _unless_stopped(call: Callable[[], ObservationT], stop: threading.Event, *, fallback: ObservationT
+                    ) -> ObservationT:
+    """`call()`, given up on when `stop` fires: one SDK call can spend the whole --retry-budget retrying
+    429s, and Azure ML kills a step that does not act on SIGTERM soon. The abandoned call ends on its
+    own in a daemon thread; the caller then cancels the run with a fresh call."""
+    outcome: list[ObservationT] = []
+    failure: list[BaseException] = []
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            outcome.append(call())
+        except BaseException as error:
+            failure.append(error)
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name="poll", daemon=True).start()
+    while not done.wait(STOP_CHECK_S):
+        if stop.is_set():
+            return fallback
+    if failure:
+        raise failure[0]
+    return outcome[0]
 
 
 def _has_files(folder: Path) -> bool:
