@@ -262,6 +262,15 @@ def test_cancel_a_long_spark_job(spark_client: WorkspaceClient, spark_workspace:
 
     assert run.state.result_state == RunResultState.CANCELED
     assert not Path(f"/proc/{int(pid_file.read_text())}").exists()
+    # ...and the server really cancelled the run's Spark job, not just lost its client
+    task_doc = json.loads((pid_file.parent / "task.json").read_text())
+    session_id = task_doc["spark"]["remote"].split("session_id=")[1].split(";")[0]
+    server_logs = list(spark_workspace.data_dir.glob("clusters/*/server.log"))
+    deadline = time.monotonic() + 10
+    while not any(f"Session_{session_id}" in line and "SPARK_JOB_CANCELLED" in line
+                  for log in server_logs for line in log.read_text().splitlines()):
+        assert time.monotonic() < deadline, "the run's Spark job was not cancelled on the server"
+        time.sleep(0.2)
 
 
 @pytest.mark.spark
