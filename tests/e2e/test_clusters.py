@@ -66,10 +66,10 @@ def test_absolute_paths_land_in_dbfs_and_session_mounts_in_their_folder(
         spark.conf.set(key, value)
 
     spark.range(5).write.mode("overwrite").parquet("/mnt/azuremlblobstore/run1/output")
-    spark.range(3).write.mode("overwrite").parquet("/tmp/e2e/out")
+    spark.range(3).write.mode("overwrite").parquet("/scratch/e2e/out")
 
     assert list((datastore / "run1" / "output").glob("*.parquet"))
-    assert list((spark_data_dir / "dbfs" / "tmp" / "e2e" / "out").glob("*.parquet"))
+    assert list((spark_data_dir / "dbfs" / "scratch" / "e2e" / "out").glob("*.parquet"))
     assert not Path("/mnt/azuremlblobstore").exists()
     assert spark.read.parquet("/mnt/azuremlblobstore/run1/output").count() == 5
 

@@ -99,7 +99,7 @@ def test_every_input_reaches_a_flag_or_variable_of_the_step() -> None:
 
 def render_all(values: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
     """The rendered command split into its leading variable assignments and the argv after `aml-databricks`."""
-    words = shlex.split(render_command(spec()["command"], values, {"output_path": "/tmp/out"}))
+    words = shlex.split(render_command(spec()["command"], values, {"output_path": "/outputs/out"}))
     env = {}
     while "=" in words[0] and not words[0].startswith("-"):
         key, _, value = words.pop(0).partition("=")
@@ -114,7 +114,7 @@ def test_the_rendered_command_with_every_input_set_parses() -> None:
     }
     env, argv = render_all(values)
     args = step_parser().parse_args(argv)
-    assert args.keyvault_url == "x" and args.num_workers == "2" and args.output == "/tmp/out"
+    assert args.keyvault_url == "x" and args.num_workers == "2" and args.output == "/outputs/out"
     assert env[ENV_PREFIX + "PARAM"] == "a=1,b=2" and env[ENV_PREFIX + "SERVERLESS"] == "True"
 
 
@@ -140,7 +140,7 @@ def test_the_demos_inputs_become_the_demos_settings() -> None:
     assert (settings.node_type_id, settings.spark_version) == ("Standard_D3_v2", "7.3.x-scala2.12")
     assert dict(settings.params) == {"table": "samples.iris", "limit": "10"}
     assert settings.pypi == ()
-    assert settings.output == "/tmp/out"
+    assert settings.output == "/outputs/out"
 
 
 def test_the_environment_installs_this_package_pinned_and_not_databricks_cli() -> None:

@@ -242,7 +242,7 @@ class TaskRunner:
             self._path_stack.pop()
 
     def run_fs_magic(self, source: str) -> None:
-        """`%fs ls /mnt/x`, `%fs rm -r /tmp/x`: a dbutils.fs call, its result displayed."""
+        """`%fs ls /mnt/x`, `%fs rm -r dbfs:/scratch`: a dbutils.fs call, its result displayed."""
         words = shlex.split(source)
         flags = {w for w in words[1:] if w.startswith("-")}
         arguments = [w for w in words[1:] if not w.startswith("-")]
