@@ -400,7 +400,7 @@ def test_path_mapper_spark_paths(tmp_path: Path) -> None:
     assert mapper.spark_path("abfss://c@a.dfs.core.windows.net/p") == (tmp_path / "lake/p").as_uri()
     assert mapper.local("dbfs:/../../etc/passwd") == tmp_path / "dbfs/etc/passwd"  # can't climb out
     assert mapper.python_local("/dbfs/x") == str(tmp_path / "dbfs/x")
-    assert mapper.python_local("/tmp/x") == "/tmp/x"
+    assert mapper.python_local("/srv/data/x") == "/srv/data/x"  # not DBFS: untouched
     assert mapper.viewfs_session_confs() == {
         "fs.viewfs.mounttable.dbfs.link./Volumes": (tmp_path / "vol").as_uri(),
         "fs.viewfs.mounttable.dbfs.link./mnt/m": (tmp_path / "m").as_uri(),

@@ -155,6 +155,6 @@ def test_sql_task_needs_no_cluster() -> None:
 
 
 def test_require_output_default_on_for_notebooks_with_output() -> None:
-    assert settings(output="/tmp/out").output_required
+    assert settings(output="/outputs/out").output_required
     assert not settings().output_required
-    assert not settings(output="/tmp/out", require_output=False).output_required
+    assert not settings(output="/outputs/out", require_output=False).output_required
