@@ -358,3 +358,30 @@ def test_fork_server_takes_its_drivers_along_when_the_executor_goes(tmp_path: Pa
 
     driver.wait(5)
     assert not _alive(driver.pid)
+
+
+def test_a_forked_driver_can_be_waited_for_from_many_threads_at_once() -> None:
+    # The run thread and a cancelling request thread wait on one driver together; whichever sees the
+    # exit first must not pull the descriptor from under the other.
+    from aml_databricks.compute.forkserver import ForkedDriver
+
+    errors: list[BaseException] = []
+    for _ in range(50):
+        child = subprocess.Popen(["sleep", "30"])
+        driver = ForkedDriver(child.pid, os.pidfd_open(child.pid))
+
+        def wait(driver: ForkedDriver = driver) -> None:
+            try:
+                driver.wait(10)
+            except BaseException as error:  # collected and asserted below
+                errors.append(error)
+
+        waiters = [threading.Thread(target=wait) for _ in range(8)]
+        child.kill()
+        child.wait()
+        for waiter in waiters:  # all racing to notice an exit that has already happened
+            waiter.start()
+        for waiter in waiters:
+            waiter.join(15)
+        assert driver.exited
+    assert errors == []

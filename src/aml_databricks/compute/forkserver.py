@@ -64,15 +64,20 @@ class ForkedDriver:
         with self._lock:
             if self._exited:
                 return True
-            pidfd = self._pidfd
-        # A pidfd turns readable when its process ends.
-        if select.select([pidfd], [], [], timeout)[0]:
+            # Each waiter selects on its own duplicate: another thread may see the exit first and
+            # close the original, and a closed (or reused) descriptor must never reach select().
+            pidfd = os.dup(self._pidfd)
+        try:
+            # A pidfd turns readable when its process ends.
+            ended = bool(select.select([pidfd], [], [], timeout)[0])
+        finally:
+            os.close(pidfd)
+        if ended:
             with self._lock:
                 if not self._exited:
                     self._exited = True
                     os.close(self._pidfd)
-            return True
-        return False
+        return ended
 
 
 class DriverForkServer:
