@@ -152,6 +152,24 @@ def test_list_and_delete_runs(client: WorkspaceClient) -> None:
         client.jobs.get_run(ids[0])
 
 
+def test_list_runs_filters_by_run_type_and_start_time(client: WorkspaceClient) -> None:
+    from databricks.sdk.service.jobs import RunType, Task
+
+    path = upload_notebook(client, "/Users/me/exit_ok4", 'dbutils.notebook.exit("ok")\n')
+    job = client.jobs.create(name="filtered", tasks=[Task(task_key="main", existing_cluster_id="local",
+                                                          notebook_task=NotebookTask(notebook_path=path))])
+    job_run = client.jobs.run_now(job.job_id).result(timeout=WAIT)
+    submit_run = client.jobs.submit(run_name="one-time", tasks=[notebook_task("main", path)]).result(timeout=WAIT)
+    submitted = {r.run_id for r in client.jobs.list_runs(run_type=RunType.SUBMIT_RUN)}
+    assert submit_run.run_id in submitted and job_run.run_id not in submitted
+    assert job_run.run_id in {r.run_id for r in client.jobs.list_runs(run_type=RunType.JOB_RUN)}
+    later = {r.run_id for r in client.jobs.list_runs(start_time_from=submit_run.start_time)}
+    assert submit_run.run_id in later and job_run.run_id not in later
+    with pytest.raises(InvalidParameterValue, match="run_type must be one of"):
+        client.api_client.do("GET", "/api/2.2/jobs/runs/list", query={"run_type": "NIGHTLY"})
+    client.jobs.delete(job.job_id)
+
+
 def test_jobs_create_run_now_get_list_delete(client: WorkspaceClient) -> None:
     path = upload_notebook(client, "/Users/me/job_nb", 'dbutils.notebook.exit(dbutils.widgets.get("who"))\n')
     from databricks.sdk.service.jobs import Task

@@ -9,6 +9,8 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+from databricks.sdk.service.jobs import RunType
+
 from aml_databricks.workspace import lifecycle
 from aml_databricks.workspace.errors import InvalidParameterValue, InvalidState, JobNotFound, RunNotFound
 from aml_databricks.workspace.payload import coerce_scalars, normalize_run
@@ -21,6 +23,7 @@ MULTI_TASK_OUTPUT = (
 )
 LEGACY_TASK_FIELDS = ("notebook_task", "spark_python_task")
 RENDER_CACHE_SIZE = 4096
+RUN_TYPES = tuple(t.value for t in RunType)
 
 
 def _int(value: Any, name: str) -> int:
@@ -28,6 +31,10 @@ def _int(value: Any, name: str) -> int:
         return int(value)
     except (TypeError, ValueError):
         raise InvalidParameterValue(f"{name} must be an integer, got {value!r}.") from None
+
+
+def _optional_int(value: Any, name: str) -> int | None:
+    return None if value in (None, "") else _int(value, name)
 
 
 def _page(value: Any, default: int, low: int, high: int, name: str) -> int:
@@ -113,10 +120,15 @@ class Jobs:
         limit = _page(params.get("limit"), 20, 1, 25, "limit")
         offset = _page(params.get("page_token") or params.get("offset"), 0, 0, 10**9, "offset")
         job_id = params.get("job_id")
+        run_type = params.get("run_type") or None
+        if run_type is not None and run_type not in RUN_TYPES:
+            raise InvalidParameterValue(f"run_type must be one of {', '.join(RUN_TYPES)}, got {run_type!r}.")
         runs = self.store.list_runs(
             job_id=None if job_id in (None, "") else _int(job_id, "job_id"),
             active_only=_flag(params.get("active_only")), completed_only=_flag(params.get("completed_only")),
-            offset=offset, limit=limit + 1, terminal_states=lifecycle.TERMINAL_NAMES,
+            offset=offset, limit=limit + 1, terminal_states=lifecycle.TERMINAL_NAMES, run_type=run_type,
+            start_time_from=_optional_int(params.get("start_time_from"), "start_time_from"),
+            start_time_to=_optional_int(params.get("start_time_to"), "start_time_to"),
         )
         if _flag(params.get("expand_tasks")):
             for run in runs:

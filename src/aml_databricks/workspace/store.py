@@ -200,12 +200,22 @@ class Store:
         return [json.loads(r["doc"]) for r in rows]
 
     def list_runs(self, *, job_id: int | None, active_only: bool, completed_only: bool,
-                  offset: int, limit: int, terminal_states: tuple[str, ...]) -> list[dict[str, Any]]:
+                  offset: int, limit: int, terminal_states: tuple[str, ...], run_type: str | None = None,
+                  start_time_from: int | None = None, start_time_to: int | None = None) -> list[dict[str, Any]]:
         where = ["parent_run_id IS NULL"]
         args: list[Any] = []
         if job_id is not None:
             where.append("job_id = ?")
             args.append(job_id)
+        if run_type is not None:
+            where.append("json_extract(doc, '$.run_type') = ?")
+            args.append(run_type)
+        if start_time_from is not None:
+            where.append("json_extract(doc, '$.start_time') >= ?")
+            args.append(start_time_from)
+        if start_time_to is not None:
+            where.append("json_extract(doc, '$.start_time') <= ?")
+            args.append(start_time_to)
         marks = ",".join("?" * len(terminal_states))
         if active_only:
             where.append(f"life_cycle_state NOT IN ({marks})")
