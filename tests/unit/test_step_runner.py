@@ -39,6 +39,9 @@ class FakeJobs:
 
     def submit(self, **kwargs: Any) -> FakeWait:
         self.ws.submitted.append(kwargs)
+        if self.ws.submit_stuck is not None:  # the SDK retrying 429s until the test lets go
+            self.ws.submit_stuck.wait(10)
+            raise TimeoutError("Timed out after 0:05:00")
         return FakeWait(FakeSubmitResponse(self.ws.run_id))
 
     def cancel_run(self, run_id: int) -> None:
@@ -56,6 +59,9 @@ class FakeApi:
         self.ws = ws
 
     def do(self, method: str, path: str, query: dict[str, Any] | None = None, **_: Any) -> dict[str, Any]:
+        if path.endswith("/jobs/runs/list"):
+            assert query is not None and query["active_only"] == "true" and query["expand_tasks"] == "true"
+            return {"runs": self.ws.active_runs()}
         assert path.endswith("/jobs/runs/get")
         return self.ws.next_run()
 
@@ -86,12 +92,21 @@ class FakeWorkspace:
     submitted: list[dict[str, Any]] = field(default_factory=list)
     cancelled: list[int] = field(default_factory=list)
     polls: int = 0
+    submit_stuck: threading.Event | None = None
+    landed: bool = True  # whether a submit that never answered started a run anyway
 
     def __post_init__(self) -> None:
         self.jobs = FakeJobs(self)
         self.api_client = FakeApi(self)
         self.workspace = FakeWorkspaceApi(self)
         self.dbfs = FakeDbfs()
+
+    def active_runs(self) -> list[dict[str, Any]]:
+        """runs/list: someone else's run, and ours when the submit reached the workspace."""
+        other = {"run_id": 3, "tasks": [{"run_id": 4, "description": submission_description("someone-else")}]}
+        ours = {"run_id": self.run_id, "tasks": [{"run_id": self.run_id + 1,
+                                                  "description": self.submitted[-1]["tasks"][0].description}]}
+        return [other, ours] if self.landed else [other]
 
     def next_run(self) -> dict[str, Any]:
         self.polls += 1
@@ -253,3 +268,45 @@ def test_stop_interrupts_a_poll_stuck_in_retries() -> None:
     finally:
         storm_over.set()
     assert caught.value.exit_code == 143 and ws.cancelled == [7]
+
+
+@pytest.mark.parametrize("landed", [True, False])
+def test_stop_during_a_submit_stuck_in_retries_cancels_the_run_it_started(landed: bool) -> None:
+    """SIGTERM while the SDK retries a submit: the step must not wait out the retries, and a run the
+    submit did start (its answer lost) must not run on unwatched: found by submission id, cancelled."""
+    stop = StopRequest()
+    ws = FakeWorkspace(submit_stuck=threading.Event(), landed=landed)
+    threading.Timer(0.2, stop.request, args=(143, "SIGTERM")).start()
+    try:
+        with pytest.raises(StoppedError) as caught:
+            step(ws, stop=stop)
+    finally:
+        ws.submit_stuck.set()  # type: ignore[union-attr]
+    assert caught.value.exit_code == 143
+    if landed:
+        assert ws.cancelled == [7]  # ours; run 3 belongs to another submission
+        assert str(caught.value) == "stopped by SIGTERM while submitting: cancelled Databricks run 7"
+    else:
+        assert ws.cancelled == []
+        assert "no active Databricks run of this submission was found" in str(caught.value)
+
+
+def test_stop_during_a_notebook_check_stuck_in_retries_submits_nothing() -> None:
+    stop = StopRequest()
+    ws = FakeWorkspace()
+    storm_over, check_returned = threading.Event(), threading.Event()
+
+    def stuck(path: str) -> None:
+        storm_over.wait(10)
+        check_returned.set()
+
+    ws.workspace.get_status = stuck  # type: ignore[method-assign]
+    threading.Timer(0.2, stop.request, args=(143, "SIGTERM")).start()
+    try:
+        with pytest.raises(StoppedError) as caught:
+            step(ws, stop=stop)
+        assert not check_returned.is_set()  # the step did not wait for the stuck call
+    finally:
+        storm_over.set()
+    assert caught.value.exit_code == 143 and "before submitting" in str(caught.value)
+    assert ws.submitted == []

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 from aml_databricks.errors import AmlDatabricksError, AuthError, RunFailedError, StoppedError, UsageError
@@ -64,6 +64,7 @@ DEFAULT_MOUNT_POINT = "/mnt/azuremlblobstore"  # where the demo mounts the Azure
 _CLOCK_SKEW_MS = 2000
 STOP_CHECK_S = 0.05  # how often a poll stuck in the SDK's retries looks at the stop signal
 ObservationT = TypeVar("ObservationT")
+_SUBMISSION_SEARCH_PAGES = 4  # active runs looked through (25 a page) for one an abandoned submit started
 _MLFLOW_TAG_LIMIT = 5000  # MLflow caps tag values; the full exit value is in run.json
 
 
@@ -262,7 +263,10 @@ class _StepRun:
         self.report.info(f"Azure ML run {self.ctx.run_id}: submitting {self.s.task_type} task to {self.s.host}")
         submitted_ms = int(self.clock.time() * 1000)
         with _api_errors("submit the run"):
-            waiter = self.client.jobs.submit(**self.request.submit_kwargs())
+            waiter = _unless_stopped(lambda: self.client.jobs.submit(**self.request.submit_kwargs()),
+                                     self.stop.event, fallback=None)
+        if waiter is None:
+            self._stopped_while_submitting()
         run_id: int | None = getattr(waiter.response, "run_id", None)
         if run_id is None:
             raise RunFailedError("the workspace accepted the run but returned no run_id")
@@ -308,7 +312,8 @@ class _StepRun:
         try:
             with _api_errors("check the notebook"):
                 try:
-                    self.client.workspace.get_status(path)
+                    # A stop here leaves nothing to cancel: run() ends the step right after.
+                    _unless_stopped(lambda: self.client.workspace.get_status(path), self.stop.event, fallback=None)
                 except NotFound:
                     raise UsageError(f"notebook {path} not found in the workspace") from None
                 except (Unauthenticated, PermissionDenied):
@@ -322,11 +327,59 @@ class _StepRun:
 
     # --- stop / timeout -------------------------------------------------------------------------
 
+    def _stopped_while_submitting(self) -> NoReturn:
+        """The submit call was abandoned (stuck in retries when the signal came), so whether it
+        started a run is unknown: look for one carrying this submission's id and cancel it. Azure ML
+        does not retry a cancelled job, so a run left behind here would run on unwatched."""
+        why = f"{self.stop.signal_name} received while submitting"
+        self.report.info(f"{why}: looking for a run this submission started")
+        found = _unless_stopped(self._runs_of_this_submission, _event_after(self.s.cancel_grace), fallback=None)
+        if found is None:
+            self.report.info(
+                f"could not list the workspace's active runs within {self.s.cancel_grace:g} s; a run this "
+                f"submission started, if any, carries idempotency token {self.request.idempotency_token}"
+            )
+        for run_id in found or []:
+            self._cancel(run_id, why)
+        if found is None:
+            what = ""
+        elif found:
+            what = f": cancelled Databricks run {', '.join(map(str, found))}"
+        else:
+            what = ": no active Databricks run of this submission was found"
+        raise StoppedError(f"stopped by {self.stop.signal_name} while submitting{what}", self.stop.exit_code)
+
+    def _runs_of_this_submission(self) -> list[int] | None:
+        """Active runs whose task carries this submission's id; None when the listing failed."""
+        ours = submission_id_of(self.request.task.description)
+        query: dict[str, Any] = {"active_only": "true", "expand_tasks": "true", "run_type": "SUBMIT_RUN",
+                                 "limit": 25}
+        found: list[int] = []
+        try:
+            for _ in range(_SUBMISSION_SEARCH_PAGES):
+                with _api_errors("list active runs"):
+                    body = self.client.api_client.do("GET", "/api/2.2/jobs/runs/list", query=query)
+                assert isinstance(body, dict)
+                for run in body.get("runs") or []:
+                    if any(submission_id_of(t.get("description")) == ours for t in run.get("tasks") or []):
+                        found.append(int(run["run_id"]))
+                if not body.get("next_page_token"):
+                    break
+                query["page_token"] = body["next_page_token"]
+        except AmlDatabricksError as exc:
+            self.report.info(f"listing active runs failed: {exc}")
+            return None
+        return found
+
     def _cancel(self, run_id: int, why: str) -> RunObservation:
         self.report.info(f"{why}: cancelling run {run_id}")
         try:
             with _api_errors("cancel the run"):
-                self.client.jobs.cancel_run(run_id)
+                # Bounded like the wait after it: in a 429 storm one SDK call can retry for minutes.
+                sent = _unless_stopped(lambda: _sent(self.client.jobs.cancel_run(run_id)),
+                                       _event_after(self.s.cancel_grace), fallback=False)
+            if not sent:
+                self.report.info(f"cancel not confirmed within {self.s.cancel_grace:g} s")
         except AmlDatabricksError as exc:
             self.report.info(f"cancel failed: {exc}")
         outcome = wait_until_terminal(
@@ -483,9 +536,9 @@ class _StepRun:
 
 def _unless_stopped(call: Callable[[], ObservationT], stop: threading.Event, *, fallback: ObservationT
                     ) -> ObservationT:
-    """`call()`, given up on when `stop` fires: one SDK call can spend the whole --retry-budget retrying
-    429s, and Azure ML kills a step that does not act on SIGTERM soon. The abandoned call ends on its
-    own in a daemon thread; the caller then cancels the run with a fresh call."""
+    """`call()`, given up on when `stop` fires (returning `fallback`): one SDK call can spend the whole
+    --retry-budget retrying 429s, and Azure ML kills a step that does not act on SIGTERM soon. The
+    abandoned call ends on its own in a daemon thread; the caller acts on the stop with fresh calls."""
     outcome: list[ObservationT] = []
     failure: list[BaseException] = []
     done = threading.Event()
@@ -505,6 +558,19 @@ def _unless_stopped(call: Callable[[], ObservationT], stop: threading.Event, *, 
     if failure:
         raise failure[0]
     return outcome[0]
+
+
+def _sent(_: object) -> bool:
+    return True
+
+
+def _event_after(seconds: float) -> threading.Event:
+    """An event that fires after `seconds`: a deadline for `_unless_stopped`."""
+    event = threading.Event()
+    timer = threading.Timer(seconds, event.set)
+    timer.daemon = True
+    timer.start()
+    return event
 
 
 def _has_files(folder: Path) -> bool:
