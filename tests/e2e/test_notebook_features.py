@@ -273,6 +273,41 @@ def test_cancel_a_long_spark_job(spark_client: WorkspaceClient, spark_workspace:
         time.sleep(0.2)
 
 
+STANDBY_PROBE = (
+    "import json, os, time\n"
+    "# how long this driver process has existed: /proc's start time is in clock ticks since boot\n"
+    "ticks = int(open('/proc/self/stat').read().rsplit(')', 1)[1].split()[19])\n"
+    "age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf('SC_CLK_TCK')\n"
+    "seen = {'created': time.time() - age, 'color': os.environ.get('E2E_COLOR'), 'leak': os.environ.get('E2E_LEAK'),\n"
+    "        'who': dbutils.widgets.get('who'), 'n': spark.range(3).count()}\n"
+    "os.environ['E2E_LEAK'] = 'left by ' + seen['who']\n"
+    "dbutils.notebook.exit(json.dumps(seen))"
+)
+
+
+@pytest.mark.spark
+def test_a_spark_run_gets_a_driver_connected_before_it_was_submitted(
+    spark_client: WorkspaceClient, spark_workspace: LocalWorkspace
+) -> None:
+    """After a Spark run, a standby driver opens and warms a session for the next run ahead of time.
+    The next run is handed that process, and still sees only its own environment and widgets."""
+    path = upload_notebook(spark_client, "/Shared/e2e/standby_probe", STANDBY_PROBE)
+
+    def probe(who: str, color: str) -> tuple[float, dict[str, object]]:
+        cluster = ClusterSpec(spark_version="15.4.x-scala2.12", num_workers=0, spark_env_vars={"E2E_COLOR": color})
+        submitted = time.time()
+        output = run_one(spark_client, path, {"who": who}, existing_cluster_id=None, new_cluster=cluster)
+        assert output.error is None, output.error_trace
+        return submitted, json.loads(output.notebook_output.result)
+
+    probe("first", "red")
+    time.sleep(3)  # the standby forks, connects and warms its session meanwhile
+    submitted, second = probe("second", "blue")
+
+    assert second["created"] < submitted - 1  # handed over, not forked for this run
+    assert (second["color"], second["who"], second["leak"], second["n"]) == ("blue", "second", None, 3)
+
+
 @pytest.mark.spark
 def test_load_table_cli_goes_through_the_running_workspace(
     spark_client: WorkspaceClient, spark_workspace: LocalWorkspace, tmp_path: Path

@@ -260,7 +260,7 @@ class GatedSpark:
         self.leases: list[RecordingLease] = []
         self.closed = False
 
-    def acquire(self, cluster: dict[str, Any], run_id: int) -> RecordingLease:
+    def acquire(self, cluster: dict[str, Any], run_id: int, session_id: str | None = None) -> RecordingLease:
         self.entered.set()
         self.gate.wait(30)
         lease = RecordingLease()
@@ -385,3 +385,12 @@ def test_a_forked_driver_can_be_waited_for_from_many_threads_at_once() -> None:
             waiter.join(15)
         assert driver.exited
     assert errors == []
+
+
+def test_a_standby_session_id_is_swapped_into_a_remote_and_read_back() -> None:
+    from aml_databricks.compute.process import session_of, with_session
+
+    remote = "sc://127.0.0.1:15002/;session_id=aaa;user_id=aml-databricks"
+    swapped = with_session(remote, "bbb")
+    assert swapped == "sc://127.0.0.1:15002/;session_id=bbb;user_id=aml-databricks"
+    assert session_of(swapped) == "bbb" and session_of("sc://127.0.0.1:15002") is None

@@ -322,12 +322,12 @@ def _control_call(remote: str, method: str) -> None:
 class Lease:
     """One task run's hold on a server: its own session id, interruptible, released once."""
 
-    def __init__(self, pool: ClusterPool, server: _Server, run_id: int) -> None:
+    def __init__(self, pool: ClusterPool, server: _Server, run_id: int, session_id: str | None = None) -> None:
         self._pool = pool
         self._server = server
         self.run_id = run_id
         self.cluster_id = server.cluster_id
-        self.session_id = str(uuid.uuid4())
+        self.session_id = session_id or str(uuid.uuid4())
         self.remote = server.remote(self.session_id)
         self._released = False
         self._lock = threading.Lock()
@@ -386,7 +386,7 @@ class ClusterPool:
 
     # -- SparkProvider --------------------------------------------------------------------------
 
-    def acquire(self, cluster: Mapping[str, Any], run_id: int) -> Lease:
+    def acquire(self, cluster: Mapping[str, Any], run_id: int, session_id: str | None = None) -> Lease:
         cluster = dict(cluster or {})
         existing = cluster.get("existing_cluster_id") or cluster.get("cluster_id")
         if existing and existing != DEFAULT_CLUSTER_ID:
@@ -403,7 +403,7 @@ class ClusterPool:
         server.ready.wait()
         if server.error is not None:
             raise ClusterStartError(str(server.error)) from server.error
-        return Lease(self, server, run_id)
+        return Lease(self, server, run_id, session_id)
 
     def close(self) -> None:
         """Stop every server (terminate, then kill) and the reaper. Idempotent."""

@@ -78,8 +78,9 @@ class SparkLease(Protocol):
 
 
 class SparkProvider(Protocol):
-    def acquire(self, cluster: dict[str, Any], run_id: int) -> SparkLease:
-        """Block until a server fit for this cluster spec (new_cluster dict, or {} for the default) is up."""
+    def acquire(self, cluster: dict[str, Any], run_id: int, session_id: str | None = None) -> SparkLease:
+        """Block until a server fit for this cluster spec (new_cluster dict, or {} for the default) is up.
+        `session_id`: the lease's session (a standby driver's, already open); a new one when None."""
 
     def close(self) -> None:
         """Stop every server this provider started."""

@@ -13,10 +13,12 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
@@ -24,7 +26,7 @@ from typing import Any, TextIO
 from databricks.sdk.service.jobs import RunResultState, TerminationCodeCode
 
 from aml_databricks.compute.executor import SparkLease, SparkProvider, TaskLaunch, TaskOutcome
-from aml_databricks.compute.forkserver import DriverForkServer, ForkedDriver
+from aml_databricks.compute.forkserver import DriverForkServer, ForkedDriver, Standby
 from aml_databricks.compute.redaction import SECRET_FD_ENV, LogPump
 
 log = logging.getLogger(__name__)
@@ -58,10 +60,13 @@ class DriverExecutor:
         self._lock = threading.Lock()
         self._prefork = prefork
         self._fork_server: DriverForkServer | None = None
+        self._closed = False
+        self._standbys = StandbySlot(self._spawner) if prefork and spark is not None else None
 
     def start(self, launch: TaskLaunch, on_running: Callable[[], None]) -> DriverExecution:
         execution = DriverExecution(
-            launch, on_running, self._task_document(launch), self._spark, self._install_libraries, self._spawner()
+            launch, on_running, self._task_document(launch), self._spark, self._install_libraries, self._spawner(),
+            self._standbys,
         )
         with self._lock:
             self._executions = {e for e in self._executions if not e.done} | {execution}
@@ -71,9 +76,12 @@ class DriverExecutor:
     def close(self) -> None:
         """Cancel runs still in flight. The Spark provider is left to whoever made it (LocalWorkspace)."""
         with self._lock:
+            self._closed = True
             executions, self._executions = list(self._executions), set()
         for execution in executions:
             execution.cancel()
+        if self._standbys is not None:
+            self._standbys.close()
         with self._lock:
             fork_server, self._fork_server = self._fork_server, None
         if fork_server is not None:
@@ -84,6 +92,8 @@ class DriverExecutor:
         if not self._prefork:
             return None
         with self._lock:
+            if self._closed:
+                return None
             if self._fork_server is None or not self._fork_server.alive:
                 if self._fork_server is not None:
                     self._fork_server.close()  # dead or stuck: don't leave its process behind
@@ -132,6 +142,72 @@ class DriverExecutor:
         return document
 
 
+class StandbySlot:
+    """At most one standby driver (compute/forkserver.py): a forked driver with a warm session open on
+    the server the last Spark run used, waiting to become the next run's driver. Refilled after each
+    Spark run ends, not when one starts, so its warm-up never competes with a run for the CPU."""
+
+    def __init__(self, spawner: Callable[[], DriverForkServer | None]) -> None:
+        self._spawner = spawner
+        self._lock = threading.Lock()
+        self._standby: Standby | None = None
+        self._closed = False
+
+    def take(self) -> Standby | None:
+        """The standby if it is ready; one still warming up stays for a later run."""
+        with self._lock:
+            standby = self._standby
+            if standby is None or not (standby.ready or standby.driver.exited):
+                return None
+            self._standby = None
+        if standby.driver.exited:
+            standby.dismiss()
+            return None
+        return standby
+
+    def refill(self, remote: str) -> None:
+        """A new standby on a new session of `remote`'s server, forked in the background, unless one for
+        that server is already there (replacing it would only keep it from ever getting warm)."""
+        with self._lock:
+            if self._standby is not None and with_session(self._standby.remote, "") == with_session(remote, ""):
+                return
+        threading.Thread(target=self._refill, args=(remote,), name="standby-driver", daemon=True).start()
+
+    def _refill(self, remote: str) -> None:
+        fork_server = self._spawner()
+        if fork_server is None:
+            return
+        try:
+            standby = fork_server.spawn_standby(with_session(remote, str(uuid.uuid4())))
+        except (OSError, RuntimeError, ValueError) as error:
+            log.warning("no standby driver (%s): runs start their drivers from scratch", error)
+            return
+        with self._lock:
+            if self._closed:
+                old: Standby | None = standby
+            else:
+                old, self._standby = self._standby, standby
+        if old is not None:
+            old.dismiss()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            standby, self._standby = self._standby, None
+        if standby is not None:
+            standby.dismiss()
+
+
+def with_session(remote: str, session_id: str) -> str:
+    """`sc://host:port/;session_id=...;...` with another session id."""
+    return re.sub(r"session_id=[^;]*", f"session_id={session_id}", remote)
+
+
+def session_of(remote: str) -> str | None:
+    match = re.search(r"session_id=([^;]*)", remote)
+    return match[1] if match else None
+
+
 class DriverExecution:
     """One task run's driver: its start-up thread, its process, its outcome."""
 
@@ -143,8 +219,11 @@ class DriverExecution:
         spark: SparkProvider | None,
         install_libraries: InstallLibraries | None,
         fork_server: DriverForkServer | None = None,
+        standbys: StandbySlot | None = None,
     ) -> None:
         self._fork_server = fork_server
+        self._standbys = standbys
+        self._standby: Standby | None = None  # taken from `standbys` for this run, until handed the run
         self._launch = launch
         self._on_running = on_running
         self._document = document
@@ -225,7 +304,12 @@ class DriverExecution:
             process = self._process
             if process is not None and _running(process):
                 _end_process_group(process)  # start-up failed after the driver started: leave nothing behind
+            if self._standby is not None:  # taken, never handed this run (cancelled, failed start-up)
+                self._standby.dismiss()
+            lease = self._lease
             self._release()
+            if lease is not None and self._standbys is not None:
+                self._standbys.refill(lease.remote)
 
     def _libraries(self) -> list[Path] | None:
         """Extra python_path entries; None when the run ended here (cancelled or failed)."""
@@ -243,11 +327,20 @@ class DriverExecution:
     def _acquire_spark(self) -> SparkLease | None:
         if self._spark is None or self._cancelled:
             return None
+        standby = self._standbys.take() if self._standbys is not None else None
         try:
-            lease = self._spark.acquire(_spark_cluster(self._launch.task), self._launch.run_id)
+            session_id = session_of(standby.remote) if standby is not None else None
+            lease = self._spark.acquire(_spark_cluster(self._launch.task), self._launch.run_id, session_id)
         except Exception as error:
+            if standby is not None:
+                standby.dismiss()
             self._finish(_failed(TerminationCodeCode.CLUSTER_ERROR, f"{type(error).__name__}: {error}"))
             return None
+        if standby is not None:
+            if standby.remote == lease.remote:
+                self._standby = standby
+            else:  # this run went to another server (or the standby's server was restarted)
+                standby.dismiss()
         with self._lock:
             if not self._cancelled:
                 self._lease = lease
@@ -301,6 +394,13 @@ class DriverExecution:
             return self._process
 
     def _fork(self, output_fd: int, secrets_fd: int) -> ForkedDriver | None:
+        standby, self._standby = self._standby, None
+        if standby is not None:
+            try:
+                return standby.hand_over(str(self._run_dir), str(self._run_dir), self._environment(), output_fd,
+                                         secrets_fd)
+            except OSError as error:
+                log.warning("standby driver not usable (%s): forking one", error)
         if self._fork_server is None:
             return None
         try:
