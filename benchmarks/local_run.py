@@ -9,7 +9,8 @@ run directly on the same warm Spark server.
    then --cold-repeat times after restarting the workspace on that data dir. Interleaved with a bare
    cold PySpark start in a fresh process (`master("local[2]")`, the same count). Goal: cold <= 1.3x bare.
 2. Warm: the trivial notebook and the example notebook (examples/notebooks/export_table.py, writing
-   parquet to the mounted datastore) --repeat times on the warm server.
+   parquet to the mounted datastore) --repeat times on the warm server, --pause seconds apart (as in an
+   inner loop; the pause is not timed, and lets the standby driver warm up; 0 = back to back).
 3. Direct: the same notebooks' Python cells exec'd in this process, a fresh globals dict per repetition,
    with `spark` connected to the same warm server (one session) and a minimal `dbutils` shim. Goal: warm
    <= 1.5x direct. Also with a new server-side session per repetition (create, mount conf, cells, stop),
@@ -223,6 +224,8 @@ def python_cells(source: str) -> list[Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=5, help="warm and direct repetitions")
+    parser.add_argument("--pause", type=float, default=1.0,
+                        help="seconds between warm runs, as in an inner loop (not timed; 0 = back to back)")
     parser.add_argument("--cold-repeat", type=int, default=3,
                         help="cold restarts and bare cold starts (plus one first start of a data dir)")
     args = parser.parse_args()
@@ -254,7 +257,7 @@ def main() -> None:
                 print(f"cold {'first start' if attempt == 0 else f'restart {attempt}'}: {cold['seconds']:.1f} s",
                       flush=True)
                 if last:
-                    result = warm_and_direct(api, pid, data_dir, datastore, args.repeat)
+                    result = warm_and_direct(api, pid, data_dir, datastore, args.repeat, args.pause)
             if not last:
                 wait_for_no_java(str(data_dir))
         wait_for_no_java(str(data_dir))
@@ -269,14 +272,17 @@ def wait_for_no_java(marker: str, timeout: float = 20) -> None:
         time.sleep(0.2)
 
 
-def warm_and_direct(api: Api, pid: int, data_dir: Path, datastore: Path, repeat: int) -> dict[str, Any]:
+def warm_and_direct(api: Api, pid: int, data_dir: Path, datastore: Path, repeat: int, pause: float
+                    ) -> dict[str, Any]:
     example_source = EXAMPLE.read_text()
     api.upload("/Shared/export_table", example_source)
     warm_trivial: list[dict[str, Any]] = []
     warm_example: list[dict[str, Any]] = []
     api.run("/Shared/export_table", {"output_folder": "azureml/bench-warmup/output_path"})  # first table read
     for i in range(repeat):
+        time.sleep(pause)
         warm_trivial.append(api.run("/Shared/trivial"))
+        time.sleep(pause)
         warm_example.append(api.run("/Shared/export_table", {"output_folder": f"azureml/bench-{i}/output_path"}))
         print(f"warm {i + 1}: trivial {warm_trivial[-1]['seconds']:.2f} s, "
               f"example {warm_example[-1]['seconds']:.2f} s", flush=True)
@@ -284,8 +290,10 @@ def warm_and_direct(api: Api, pid: int, data_dir: Path, datastore: Path, repeat:
 
     jvms = java_pids(str(data_dir))
     forks = fork_server_pids(pid)
+    standbys = [child for pid_, ppid, _ in processes() for child in [pid_] if ppid in forks]
     rss = {"workspace": rss_mb(pid), "spark_jvms": {str(j): rss_mb(j) for j in jvms},
-           "fork_server": {str(f): rss_mb(f) for f in forks}}
+           "fork_server": {str(f): rss_mb(f) for f in forks},
+           "standby_drivers": {str(d): rss_mb(d) for d in standbys}}
     local = api.get("/api/2.0/clusters/get", cluster_id="local")
     port = server_port(int(local.get("local_pid") or jvms[0]))
 
@@ -302,9 +310,11 @@ def warm_and_direct(api: Api, pid: int, data_dir: Path, datastore: Path, repeat:
     direct_trivial: list[float] = []
     direct_example: list[float] = []
     for i in range(repeat):
+        time.sleep(pause)  # the same rhythm as the workspace runs
         seconds, value = direct_run(spark, trivial_cells, {})
         assert value == "ok", value
         direct_trivial.append(seconds)
+        time.sleep(pause)
         seconds, value = direct_run(spark, example_cells, {"output_folder": f"azureml/direct-{i}/output_path"})
         assert value and '"rows": 150' in value, value
         direct_example.append(seconds)
@@ -317,6 +327,7 @@ def warm_and_direct(api: Api, pid: int, data_dir: Path, datastore: Path, repeat:
         for cells, params, into in ((trivial_cells, {}, fresh_trivial),
                                     (example_cells, {"output_folder": f"azureml/fresh-{i}/output_path"},
                                      fresh_example)):
+            time.sleep(pause)
             started = time.perf_counter()
             session = SparkSession.builder.remote(f"sc://127.0.0.1:{port}/;session_id={uuid.uuid4()}").create()
             session.conf.set(f"fs.viewfs.mounttable.dbfs.link.{MOUNT}", datastore.resolve().as_uri())
@@ -352,7 +363,7 @@ def report(args: argparse.Namespace, cold_first: dict[str, Any], cold_restart: l
     dt, de = median(result["direct_trivial"]), median(result["direct_example"])
     ft, fe = median(result["fresh_trivial"]), median(result["fresh_example"])
     print_table(f"warm: submit -> terminal seen vs the same cells exec'd directly on the same server "
-                f"(median of {args.repeat}; goal ratio <= 1.5)",
+                f"(median of {args.repeat}, runs {args.pause:g} s apart; goal ratio <= 1.5)",
                 ["notebook", "workspace s", "direct s", "ratio", "direct, new session per run s", "ratio"], [
         ["trivial (range(10).count, exit)", f"{med(wt):.2f}", f"{dt:.2f}", f"{med(wt) / dt:.1f}", f"{ft:.2f}",
          f"{med(wt) / ft:.1f}"],
@@ -375,12 +386,14 @@ def report(args: argparse.Namespace, cold_first: dict[str, Any], cold_restart: l
     rss_rows = [["workspace process", f"{rss['workspace']:.0f}"]]
     rss_rows += [[f"Spark Connect server JVM (pid {p})", f"{v:.0f}"] for p, v in rss["spark_jvms"].items()]
     rss_rows += [[f"driver fork server (pid {p})", f"{v:.0f}"] for p, v in rss["fork_server"].items()]
+    rss_rows += [[f"standby driver (pid {p}; shares most pages with the fork server)", f"{v:.0f}"]
+                 for p, v in rss["standby_drivers"].items()]
     print_table("RSS after the warm runs", ["process", "MB"], rss_rows)
     print(f"\nload average (1 min): {load_before:.2f} at start, {load_after:.2f} at the end; "
           f"Java processes of this benchmark left: {leftover or 'none'}")
 
     path = write_json("local_run", {
-        "repeat": args.repeat, "cold_repeat": args.cold_repeat,
+        "repeat": args.repeat, "cold_repeat": args.cold_repeat, "pause_s": args.pause,
         "load_average_1m": {"start": load_before, "end": load_after},
         "bare_cold": {"wall_s": bare_wall, "in_process_s": bare_inside, "runs": bare},
         "cold_restart": {"median_s": cold, "ratio_to_bare": cold / bare_wall, "runs": cold_restart},
