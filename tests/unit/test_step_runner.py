@@ -61,6 +61,8 @@ class FakeApi:
     def do(self, method: str, path: str, query: dict[str, Any] | None = None, **_: Any) -> dict[str, Any]:
         if path.endswith("/jobs/runs/list"):
             assert query is not None and query["active_only"] == "true" and query["expand_tasks"] == "true"
+            if self.ws.landed is None:
+                raise PermissionDenied("listing runs is not allowed")
             return {"runs": self.ws.active_runs()}
         assert path.endswith("/jobs/runs/get")
         return self.ws.next_run()
@@ -93,7 +95,7 @@ class FakeWorkspace:
     cancelled: list[int] = field(default_factory=list)
     polls: int = 0
     submit_stuck: threading.Event | None = None
-    landed: bool = True  # whether a submit that never answered started a run anyway
+    landed: bool | None = True  # whether a submit that never answered started a run; None: can't list
 
     def __post_init__(self) -> None:
         self.jobs = FakeJobs(self)
@@ -127,8 +129,9 @@ class FakeWorkspace:
         }
 
 
-def step(ws: FakeWorkspace, env: dict[str, str] | None = None, stop: StopRequest | None = None, **flags: Any):  # type: ignore[no-untyped-def]
-    log = io.StringIO()
+def step(ws: FakeWorkspace, env: dict[str, str] | None = None, stop: StopRequest | None = None,  # type: ignore[no-untyped-def]
+         log: io.StringIO | None = None, **flags: Any):
+    log = log or io.StringIO()
     reporter = Reporter(Masker(), log=log, out=log)
     clock = FakeClock()
     result = run_step(
@@ -270,25 +273,29 @@ def test_stop_interrupts_a_poll_stuck_in_retries() -> None:
     assert caught.value.exit_code == 143 and ws.cancelled == [7]
 
 
-@pytest.mark.parametrize("landed", [True, False])
-def test_stop_during_a_submit_stuck_in_retries_cancels_the_run_it_started(landed: bool) -> None:
+@pytest.mark.parametrize("landed", [True, False, None])
+def test_stop_during_a_submit_stuck_in_retries_cancels_the_run_it_started(landed: bool | None) -> None:
     """SIGTERM while the SDK retries a submit: the step must not wait out the retries, and a run the
     submit did start (its answer lost) must not run on unwatched: found by submission id, cancelled."""
     stop = StopRequest()
     ws = FakeWorkspace(submit_stuck=threading.Event(), landed=landed)
+    log = io.StringIO()
     threading.Timer(0.2, stop.request, args=(143, "SIGTERM")).start()
     try:
         with pytest.raises(StoppedError) as caught:
-            step(ws, stop=stop)
+            step(ws, stop=stop, log=log)
     finally:
         ws.submit_stuck.set()  # type: ignore[union-attr]
     assert caught.value.exit_code == 143
     if landed:
         assert ws.cancelled == [7]  # ours; run 3 belongs to another submission
         assert str(caught.value) == "stopped by SIGTERM while submitting: cancelled Databricks run 7"
-    else:
+    elif landed is False:
         assert ws.cancelled == []
         assert "no active Databricks run of this submission was found" in str(caught.value)
+    else:
+        assert ws.cancelled == [] and str(caught.value) == "stopped by SIGTERM while submitting"
+        assert "carries idempotency token aml-dbx-" in log.getvalue()
 
 
 def test_stop_during_a_notebook_check_stuck_in_retries_submits_nothing() -> None:

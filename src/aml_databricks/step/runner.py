@@ -336,8 +336,8 @@ class _StepRun:
         found = _unless_stopped(self._runs_of_this_submission, _event_after(self.s.cancel_grace), fallback=None)
         if found is None:
             self.report.info(
-                f"could not list the workspace's active runs within {self.s.cancel_grace:g} s; a run this "
-                f"submission started, if any, carries idempotency token {self.request.idempotency_token}"
+                f"could not tell within {self.s.cancel_grace:g} s whether this submission started a run; one "
+                f"it started carries idempotency token {self.request.idempotency_token}"
             )
         for run_id in found or []:
             self._cancel(run_id, why)
@@ -376,9 +376,9 @@ class _StepRun:
         try:
             with _api_errors("cancel the run"):
                 # Bounded like the wait after it: in a 429 storm one SDK call can retry for minutes.
-                sent = _unless_stopped(lambda: _sent(self.client.jobs.cancel_run(run_id)),
-                                       _event_after(self.s.cancel_grace), fallback=False)
-            if not sent:
+                sent = _unless_stopped(lambda: self.client.jobs.cancel_run(run_id),
+                                       _event_after(self.s.cancel_grace), fallback=None)
+            if sent is None:
                 self.report.info(f"cancel not confirmed within {self.s.cancel_grace:g} s")
         except AmlDatabricksError as exc:
             self.report.info(f"cancel failed: {exc}")
@@ -558,10 +558,6 @@ def _unless_stopped(call: Callable[[], ObservationT], stop: threading.Event, *, 
     if failure:
         raise failure[0]
     return outcome[0]
-
-
-def _sent(_: object) -> bool:
-    return True
 
 
 def _event_after(seconds: float) -> threading.Event:
