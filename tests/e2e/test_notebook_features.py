@@ -301,11 +301,15 @@ def test_a_spark_run_gets_a_driver_connected_before_it_was_submitted(
         return submitted, json.loads(output.notebook_output.result)
 
     probe("first", "red")
-    time.sleep(3)  # the standby forks, connects and warms its session meanwhile
-    submitted, second = probe("second", "blue")
-
-    assert second["created"] < submitted - 1  # handed over, not forked for this run
-    assert (second["color"], second["who"], second["leak"], second["n"]) == ("blue", "second", None, 3)
+    handed_over = []
+    for attempt in range(3):  # a slow machine may need longer than one pause to warm the standby
+        time.sleep(2)  # the standby forks, connects and warms its session meanwhile
+        submitted, seen = probe(f"run{attempt}", f"color{attempt}")
+        assert (seen["color"], seen["who"], seen["leak"], seen["n"]) == (f"color{attempt}", f"run{attempt}", None, 3)
+        handed_over.append(seen["created"] < submitted - 1)  # the process existed before the run did
+        if handed_over[-1]:
+            break
+    assert handed_over[-1], "no run was handed a standby driver"
 
 
 @pytest.mark.spark
