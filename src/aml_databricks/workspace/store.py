@@ -204,18 +204,15 @@ class Store:
                   start_time_from: int | None = None, start_time_to: int | None = None) -> list[dict[str, Any]]:
         where = ["parent_run_id IS NULL"]
         args: list[Any] = []
-        if job_id is not None:
-            where.append("job_id = ?")
-            args.append(job_id)
-        if run_type is not None:
-            where.append("json_extract(doc, '$.run_type') = ?")
-            args.append(run_type)
-        if start_time_from is not None:
-            where.append("json_extract(doc, '$.start_time') >= ?")
-            args.append(start_time_from)
-        if start_time_to is not None:
-            where.append("json_extract(doc, '$.start_time') <= ?")
-            args.append(start_time_to)
+        for clause, value in (
+            ("job_id = ?", job_id),
+            ("json_extract(doc, '$.run_type') = ?", run_type),
+            ("json_extract(doc, '$.start_time') >= ?", start_time_from),
+            ("json_extract(doc, '$.start_time') <= ?", start_time_to),
+        ):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
         marks = ",".join("?" * len(terminal_states))
         if active_only:
             where.append(f"life_cycle_state NOT IN ({marks})")
