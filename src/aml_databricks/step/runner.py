@@ -62,8 +62,8 @@ DEFAULT_MOUNT_POINT = "/mnt/azuremlblobstore"  # where the demo mounts the Azure
 # A reattached run started before our submit; a fresh one at or after it. Allow this much clock
 # difference between this machine and the workspace (only used when the submission id is missing).
 _CLOCK_SKEW_MS = 2000
-STOP_CHECK_S = 0.05  # how often a poll stuck in the SDK's retries looks at the stop signal
-ObservationT = TypeVar("ObservationT")
+STOP_CHECK_S = 0.05  # how often an API call stuck in the SDK's retries looks at the stop signal
+ResultT = TypeVar("ResultT")
 _SUBMISSION_SEARCH_PAGES = 4  # active runs looked through (25 a page) for one an abandoned submit started
 _MLFLOW_TAG_LIMIT = 5000  # MLflow caps tag values; the full exit value is in run.json
 
@@ -534,12 +534,12 @@ class _StepRun:
             self.report.info(f"notice: could not log MLflow tags: {type(exc).__name__}")
 
 
-def _unless_stopped(call: Callable[[], ObservationT], stop: threading.Event, *, fallback: ObservationT
-                    ) -> ObservationT:
+def _unless_stopped(call: Callable[[], ResultT], stop: threading.Event, *, fallback: ResultT
+                    ) -> ResultT:
     """`call()`, given up on when `stop` fires (returning `fallback`): one SDK call can spend the whole
     --retry-budget retrying 429s, and Azure ML kills a step that does not act on SIGTERM soon. The
     abandoned call ends on its own in a daemon thread; the caller acts on the stop with fresh calls."""
-    outcome: list[ObservationT] = []
+    outcome: list[ResultT] = []
     failure: list[BaseException] = []
     done = threading.Event()
 
@@ -551,7 +551,7 @@ def _unless_stopped(call: Callable[[], ObservationT], stop: threading.Event, *, 
         finally:
             done.set()
 
-    threading.Thread(target=target, name="poll", daemon=True).start()
+    threading.Thread(target=target, name="api-call", daemon=True).start()
     while not done.wait(STOP_CHECK_S):
         if stop.is_set():
             return fallback
