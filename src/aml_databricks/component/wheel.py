@@ -30,7 +30,10 @@ def wheel_name(version: str) -> str:
 
 def build_wheel(directory: Path) -> Path:
     """Write the installed package as a pure-Python wheel into `directory`; its path."""
-    distribution = importlib.metadata.distribution(DISTRIBUTION)
+    try:
+        distribution = importlib.metadata.distribution(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError as exc:  # imported from a source folder, never installed
+        raise AmlDatabricksError(f"{DISTRIBUTION} is not installed (pip install .): no metadata for its wheel") from exc
     version = distribution.version
     dist_info = f"{DISTRIBUTION.replace('-', '_')}-{version}.dist-info"
     entries: list[tuple[str, bytes]] = [
