@@ -12,6 +12,7 @@ from aml_databricks.errors import AuthError
 from aml_databricks.step.auth import (
     AZURE_DATABRICKS_SCOPE,
     AzureFactories,
+    CredentialSources,
     EntraTokenCache,
     resolve_credentials,
 )
@@ -90,7 +91,7 @@ class Fakes:
 
 def creds(flags: dict[str, Any], env: dict[str, str], fakes: Fakes | None = None):  # type: ignore[no-untyped-def]
     fakes = fakes or Fakes()
-    return resolve_credentials(resolve({**HOST, **flags}, env), env, fakes.factories())
+    return resolve_credentials(CredentialSources.from_settings(resolve({**HOST, **flags}, env)), env, fakes.factories())
 
 
 def test_databricks_token_comes_first() -> None:

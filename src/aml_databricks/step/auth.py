@@ -29,8 +29,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from aml_databricks.errors import AuthError
-from aml_databricks.step.settings import Settings
+from aml_databricks.errors import AuthError, first_line
+from aml_databricks.step.settings import Settings  # only for CredentialSources.from_settings
 
 if TYPE_CHECKING:
     from databricks.sdk.config import Config
@@ -108,6 +108,20 @@ def real_factories() -> AzureFactories:
 
 
 @dataclass(frozen=True)
+class CredentialSources:
+    """Where to look for a credential (never the credential itself): the four settings auth reads."""
+
+    auth: str = "auto"  # a kind from AUTH_KINDS, or auto
+    keyvault_url: str | None = None
+    keyvault_secret_name: str | None = None
+    managed_identity_client_id: str | None = None
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> CredentialSources:
+        return cls(s.auth, s.keyvault_url, s.keyvault_secret_name, s.managed_identity_client_id)
+
+
+@dataclass(frozen=True)
 class Credentials:
     """What the client needs: a PAT, or a strategy that yields Entra ID tokens. `kind` is loggable."""
 
@@ -158,11 +172,11 @@ def entra_strategy(kind: str, cache: EntraTokenCache) -> CredentialsStrategy:
 
 
 def resolve_credentials(
-    settings: Settings, env: Mapping[str, str], factories: AzureFactories | None = None
+    sources: CredentialSources, env: Mapping[str, str], factories: AzureFactories | None = None
 ) -> Credentials:
     f = factories or real_factories()
-    wanted = settings.auth
-    for kind, configured, build in _sources(settings, env, f):
+    wanted = sources.auth
+    for kind, configured, build in _sources(sources, env, f):
         if wanted == kind or (wanted == "auto" and configured):
             return build()
     if wanted != "auto":
@@ -175,7 +189,7 @@ def resolve_credentials(
 
 
 def _sources(
-    s: Settings, env: Mapping[str, str], f: AzureFactories
+    s: CredentialSources, env: Mapping[str, str], f: AzureFactories
 ) -> list[tuple[str, bool, Callable[[], Credentials]]]:
     arm = (env.get("ARM_TENANT_ID", ""), env.get("ARM_CLIENT_ID", ""), env.get("ARM_CLIENT_SECRET", ""))
     in_azure_identity_env = bool(env.get("IDENTITY_ENDPOINT") or env.get("MSI_ENDPOINT"))
@@ -207,7 +221,7 @@ def _databricks_token(env: Mapping[str, str]) -> Credentials:
     return Credentials("databricks-token", token=token, secret_values=(token,))
 
 
-def _keyvault_pat(s: Settings, f: AzureFactories) -> Credentials:
+def _keyvault_pat(s: CredentialSources, f: AzureFactories) -> Credentials:
     if not (s.keyvault_url and s.keyvault_secret_name):
         raise AuthError("--auth keyvault-pat needs --keyvault-url and --keyvault-secret-name")
     name = s.keyvault_secret_name
@@ -246,5 +260,4 @@ def _azure_reason(exc: Exception) -> str:
     name = type(exc).__name__
     if name == "ResourceNotFoundError":
         return "secret not found"
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else name
-    return f"{name}: {first_line}"
+    return f"{name}: {first_line(exc)}"
