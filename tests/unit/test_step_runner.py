@@ -187,19 +187,24 @@ def test_output_read_failure_is_reported_not_fatal() -> None:
     assert result.exit_code == 1 and "could not read the output of task run 8" in log
 
 
-def test_stop_cancels_waits_and_raises_with_the_signals_code() -> None:
+def sigterm_at_poll(ws: FakeWorkspace, poll: int) -> StopRequest:
+    """A stop request that SIGTERM sets right after the workspace answers poll number `poll`."""
     stop = StopRequest()
-    ws = FakeWorkspace(states=[("RUNNING", None)])
-
     original = ws.next_run
 
     def poll_then_signal() -> dict[str, Any]:
         body = original()
-        if ws.polls == 2:
+        if ws.polls == poll:
             stop.request(143, "SIGTERM")
         return body
 
     ws.next_run = poll_then_signal  # type: ignore[method-assign]
+    return stop
+
+
+def test_stop_cancels_waits_and_raises_with_the_signals_code() -> None:
+    ws = FakeWorkspace(states=[("RUNNING", None)])
+    stop = sigterm_at_poll(ws, 2)
     with pytest.raises(StoppedError) as caught:
         step(ws, stop=stop)
     assert caught.value.exit_code == 143 and ws.cancelled == [7]
@@ -328,17 +333,8 @@ def _elapsed(log: str) -> list[float]:
 
 
 def test_after_a_cancel_the_elapsed_time_keeps_counting_from_the_submit() -> None:
-    stop = StopRequest()
     ws = FakeWorkspace(states=[("RUNNING", None)])
-    original = ws.next_run
-
-    def poll_then_signal() -> dict[str, Any]:
-        body = original()
-        if ws.polls == 4:
-            stop.request(143, "SIGTERM")
-        return body
-
-    ws.next_run = poll_then_signal  # type: ignore[method-assign]
+    stop = sigterm_at_poll(ws, 4)
     log = io.StringIO()
     with pytest.raises(StoppedError):
         step(ws, stop=stop, log=log)

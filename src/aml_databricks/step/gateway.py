@@ -15,6 +15,7 @@ The policy (runner.py) decides what to call and when; this module only makes the
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import threading
 import time
@@ -28,6 +29,7 @@ from aml_databricks.step.wait import RunObservation
 
 if TYPE_CHECKING:
     from databricks.sdk import WorkspaceClient
+    from databricks.sdk.config import Config
     from databricks.sdk.service.jobs import RunOutput
 
     from aml_databricks.step.auth import Credentials
@@ -44,23 +46,75 @@ def connect(
     connect_timeout: float,
     retry_budget: float,
     stop: threading.Event | None = None,
+    mask: Callable[[str], None] | None = None,
 ) -> WorkspaceClient:
     """A client with our retry budget. The host is probed first: the SDK would otherwise retry an
-    unreachable host for the whole budget before saying anything."""
+    unreachable host for the whole budget before saying anything. `mask` learns a token the SDK
+    fetched itself, so no line can print it."""
     _probe(host, connect_timeout, stop or threading.Event())
     from databricks.sdk import WorkspaceClient
+
+    config = client_config(host, credentials, retry_budget=retry_budget)
+    if mask is not None:
+        mask(_bearer(config.authenticate()))
+    return WorkspaceClient(config=config)
+
+
+def client_config(host: str, credentials: Credentials, *, retry_budget: float) -> Config:
+    """databricks-sdk's Config for `credentials`. With one of the SDK's own strategies (service
+    principal, Azure CLI) the first token is fetched here, so a credential that does not work is an
+    AuthError now (exit 3), not an error inside the first API call."""
     from databricks.sdk.config import Config
 
+    with _sdk_debug_log() as log:
+        try:
+            config = Config(
+                host=host,
+                retry_timeout_seconds=int(max(1, retry_budget)),
+                http_timeout_seconds=60,
+                **credentials.config_kwargs(),
+            )
+            if credentials.sdk_auth:
+                config.authenticate()
+        except Exception as exc:
+            # The SDK drops why a strategy did not apply (e.g. `az` not logged in) into its debug log.
+            # The last recorded exception is the one that made it give up; without one, its own words.
+            causes = [r.exc_info[1] for r in log if r.exc_info and r.exc_info[1] is not None]
+            detail = sdk_reason(causes[-1]) if causes else sdk_reason(exc)
+            raise AuthError(f"could not configure the Databricks client ({credentials.kind}): {detail}") from None
+    return config
+
+
+def _bearer(headers: dict[str, str]) -> str:
+    value = headers.get("Authorization", "")
+    return value.split(" ", 1)[1] if " " in value else value
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def _sdk_debug_log() -> Iterator[list[logging.LogRecord]]:
+    """databricks-sdk's debug records while the block runs, kept in memory (never printed: they may
+    name hosts and commands, which is fine, but the CLI keeps the SDK's logging quiet)."""
+    handler = _Collect()
+    sdk_log = logging.getLogger("databricks.sdk")
+    level, propagate = sdk_log.level, sdk_log.propagate
+    sdk_log.addHandler(handler)
+    sdk_log.setLevel(logging.DEBUG)
+    sdk_log.propagate = False
     try:
-        config = Config(
-            host=host,
-            retry_timeout_seconds=int(max(1, retry_budget)),
-            http_timeout_seconds=60,
-            **credentials.config_kwargs(),
-        )
-    except ValueError as exc:
-        raise AuthError(f"could not configure the Databricks client ({credentials.kind}): {exc}") from None
-    return WorkspaceClient(config=config)
+        yield handler.records
+    finally:
+        sdk_log.removeHandler(handler)
+        sdk_log.setLevel(level)
+        sdk_log.propagate = propagate
 
 
 def _probe(host: str, budget: float, stop: threading.Event) -> None:

@@ -109,6 +109,7 @@ def run_step(
             connect_timeout=settings.connect_timeout,
             retry_budget=settings.retry_budget,
             stop=stop.event,
+            mask=reporter.mask.add,
         )
     step = _StepRun(
         ctx,
