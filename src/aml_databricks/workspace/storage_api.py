@@ -78,6 +78,17 @@ def storage_routes(fs_table: Callable[[], Mapping[str, Any]],
         ("POST", f"{base}/move"): json_call(lambda p: dbfs.move(p.get("source_path"), p.get("destination_path"))),
     }
 
+    async def transfer_endpoints(request: Request) -> Response:
+        # Where databricks-sdk's w.files moves data: only the Files API 2.0 on this host, single-shot (no
+        # presigned cloud URLs here), so uploads of any size go in one PUT instead of trying multipart first.
+        async def answer() -> Response:
+            host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
+            return JSONResponse({"endpoints": [{"api": "FILES_API", "api_version": "2.0", "scheme": request.url.scheme,
+                                                "hostname": host, "multipart_upload_supported": False}]})
+        return await _guarded(request, authorize, answer)
+
+    table[("GET", "/api/2.0/fs/endpoints")] = transfer_endpoints
+
     async def files_endpoint(request: Request) -> Response:
         return await _guarded(request, authorize, lambda: files.handle(request))
 
