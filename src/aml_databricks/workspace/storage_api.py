@@ -60,7 +60,11 @@ def storage_routes(fs_table: Callable[[], Mapping[str, Any]],
                     spooled = await _spool(upload, paths.staging()) if upload is not None else None
             except MultiPartException as exc:
                 raise MalformedRequest(f"The multipart body could not be read: {exc.message}") from None
-            dbfs.put(fields.get("path"), fields.get("contents"), spooled, fields.get("overwrite"))
+            try:
+                dbfs.put(fields.get("path"), fields.get("contents"), spooled, fields.get("overwrite"))
+            finally:
+                if spooled is not None:
+                    spooled.unlink(missing_ok=True)  # refused (or already moved into place)
             return JSONResponse({})
         return await _guarded(request, authorize, answer)
 

@@ -48,6 +48,7 @@ class StoragePaths:
 
     def __init__(self, fs_table: Callable[[], Mapping[str, Any]]) -> None:
         self._fs_table = fs_table
+        self._staging_ready = False
 
     def dbfs(self, raw: Any, what: str = "path") -> StoragePath:
         """A DBFS API path: `/x` or `dbfs:/x` (mounts and `/Volumes/...` included)."""
@@ -64,9 +65,16 @@ class StoragePaths:
         return self._resolve(path)
 
     def staging(self) -> Path:
-        """Where uploads are written before they are renamed into place: `DATA_DIR/uploads`, beside the DBFS root."""
+        """Where uploads are written before they are renamed into place: `DATA_DIR/uploads`, beside the DBFS root.
+
+        Staged names carry the server's pid: on first use, what an earlier server left half-written goes."""
         folder = Path(str(self._fs_table()["dbfs_root"])).parent / "uploads"
-        folder.mkdir(parents=True, exist_ok=True)
+        if not self._staging_ready:
+            folder.mkdir(parents=True, exist_ok=True)
+            for leftover in folder.iterdir():
+                if f"-{os.getpid()}-" not in leftover.name:
+                    leftover.unlink(missing_ok=True)
+            self._staging_ready = True
         return folder
 
     def mount_points(self) -> list[str]:
