@@ -115,6 +115,7 @@ def test_mounts_and_volumes_are_listed_where_databricks_shows_them(storage_clien
     assert {"/mnt", "/Volumes"} <= {f.path for f in storage_client.dbfs.list("/")}
     assert "/mnt/azuremlblobstore" in [f.path for f in storage_client.dbfs.list("/mnt")]
     assert storage_client.dbfs.get_status("/mnt").is_dir
+    assert storage_client.dbfs.get_status("/Volumes").is_dir  # listed under "/", so there even before a volume
     with pytest.raises(InvalidParameterValue):
         storage_client.dbfs.delete("/mnt/azuremlblobstore", recursive=True)
 

@@ -281,8 +281,8 @@ class Dbfs:
             upload.staged.unlink(missing_ok=True)
 
     def _is_virtual_dir(self, path: str) -> bool:
-        """A folder that holds a mount point (`/mnt` for `/mnt/x`) exists even if the DBFS root lacks it."""
-        return any(point.startswith(path.rstrip("/") + "/") for point in self.paths.mount_points())
+        """A mount point, or a folder that holds one (`/mnt` for `/mnt/x`), exists even if no folder backs it."""
+        return any(point == path or point.startswith(path.rstrip("/") + "/") for point in self.paths.mount_points())
 
     def _virtual_children(self, path: str) -> list[str]:
         prefix = path.rstrip("/") + "/"
