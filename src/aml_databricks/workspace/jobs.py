@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import threading
 import time
 from collections import OrderedDict
@@ -13,9 +12,11 @@ from databricks.sdk.service.jobs import RunType
 
 from aml_databricks.workspace import lifecycle
 from aml_databricks.workspace.errors import InvalidParameterValue, InvalidState, JobNotFound, RunNotFound
+from aml_databricks.workspace.models import MAX_INT64, RunNow, parse
 from aml_databricks.workspace.payload import coerce_scalars, normalize_run
 from aml_databricks.workspace.scheduler import Scheduler
 from aml_databricks.workspace.store import Store
+from aml_databricks.workspace.wire import encode_json
 
 MULTI_TASK_OUTPUT = (
     "Retrieving the output of runs with multiple tasks is not supported. "
@@ -27,10 +28,16 @@ RUN_TYPES = tuple(t.value for t in RunType)
 
 
 def _int(value: Any, name: str) -> int:
+    """An id or timestamp: Databricks' fields are int64, and SQLite's INTEGER is too."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise InvalidParameterValue(f"{name} must be an integer, got {value!r}.")
     try:
-        return int(value)
-    except (TypeError, ValueError):
+        number = int(value)
+    except ValueError:
         raise InvalidParameterValue(f"{name} must be an integer, got {value!r}.") from None
+    if not 0 <= number <= MAX_INT64:
+        raise InvalidParameterValue(f"{name} must be between 0 and {MAX_INT64}, got {number}.")
+    return number
 
 
 def _optional_int(value: Any, name: str) -> int | None:
@@ -75,7 +82,7 @@ class Jobs:
             if cached is not None and cached[0] == stamp and not self._shown_states:
                 self._rendered.move_to_end(key)
                 return cached[1]
-        body = json.dumps(self.get_run(run_id, version)).encode()
+        body = encode_json(self.get_run(run_id, version))
         with self._lock:
             self._rendered[key] = (stamp, body)
             if len(self._rendered) > RENDER_CACHE_SIZE:
@@ -174,7 +181,7 @@ class Jobs:
 
     def run_now(self, body: dict[str, Any]) -> dict[str, Any]:
         body = coerce_scalars(body)
-        job_id = _int(body.get("job_id"), "job_id")
+        job_id = parse(RunNow, body).job_id
         found = self.store.get_job(job_id)
         if found is None:
             raise JobNotFound(job_id)
