@@ -79,9 +79,9 @@ def test_a_lone_surrogate_stored_before_checks_does_not_break_listing(workspace:
         ).json()["job_id"]
         # what an older server stored when it accepted a lone surrogate (json.dumps escapes it as \ud800)
         with workspace.store.transaction() as db:
-            doc = json.loads(db.execute("SELECT doc FROM runs WHERE run_id = ?", (run_id,)).fetchone()[0])
-            doc["run_name"] = "bad\ud800name"
-            db.execute("UPDATE runs SET doc = ? WHERE run_id = ?", (json.dumps(doc), run_id))
+            record = json.loads(db.execute("SELECT record FROM runs WHERE run_id = ?", (run_id,)).fetchone()[0])
+            record["run_name"] = "bad\ud800name"
+            db.execute("UPDATE runs SET record = ? WHERE run_id = ?", (json.dumps(record), run_id))
             db.execute("UPDATE jobs SET settings = ? WHERE job_id = ?",
                        (json.dumps({"name": "bad\ud800job", "tasks": []}), job_id))
         for call, params in (("jobs/runs/list", {}), ("jobs/runs/get", {"run_id": run_id}), ("jobs/list", {}),

@@ -34,9 +34,10 @@ from aml_databricks.workspace.faults import FaultInjector, parse_faults
 from aml_databricks.workspace.jobs import Jobs
 from aml_databricks.workspace.models import FaultPlan, SecretPut, WorkspaceImport, parse
 from aml_databricks.workspace.objects import Objects, decode_content
-from aml_databricks.workspace.scheduler import Scheduler, TaskContext
+from aml_databricks.workspace.scheduler import Scheduler
 from aml_databricks.workspace.secrets import Secrets
 from aml_databricks.workspace.store import Store
+from aml_databricks.workspace.tokens import TaskContext
 from aml_databricks.workspace.wire import encode_json, read_params
 
 JOB_VERSIONS = ("2.0", "2.1", "2.2")
