@@ -109,7 +109,7 @@ class Scheduler:
         self._runs: dict[int, _RunFlight] = {}
         self._task_parent: dict[int, int] = {}
         self._lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
+        self._threads: dict[int, threading.Thread] = {}  # each run's driving thread, by run id
         self._submit_lock = threading.Lock()
 
     # -- start-up and shut-down -----------------------------------------------------------
@@ -130,9 +130,15 @@ class Scheduler:
             runs = list(self._runs.values())
         for run in runs:
             self._stop(run, None, SHUTDOWN_MESSAGE)
-        deadline = time.monotonic() + timeout  # real time: shutting down is not the scheduler's clock
-        for thread in list(self._threads):
+        self.wait_idle(timeout)
+
+    def wait_idle(self, timeout: float, run_id: int | None = None) -> bool:
+        """Wait until every run in flight (or only `run_id`) has ended and been persisted; False if not."""
+        deadline = time.monotonic() + timeout  # real time: waiting is not the scheduler's clock
+        threads = [t for i, t in list(self._threads.items()) if run_id in (None, i)]
+        for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in threads)
 
     # -- the API's verbs ------------------------------------------------------------------
 
@@ -152,8 +158,8 @@ class Scheduler:
             self._skip(run, skip_reason)
             return run.record.run_id, True
         thread = threading.Thread(target=self._drive, args=(run,), name=f"run-{run.record.run_id}", daemon=True)
-        self._threads = [t for t in self._threads if t.is_alive()]
-        self._threads.append(thread)
+        self._threads = {i: t for i, t in self._threads.items() if t.is_alive()}
+        self._threads[run.record.run_id] = thread
         thread.start()
         return run.record.run_id, True
 
