@@ -97,7 +97,7 @@ def build_app(services: Services, *, faults: str | None = None, faults_seed: int
         if request.scope["path"] in paths:
             problem = InvalidParameterValue(f"Method {request.method} is not allowed for {request.scope['path']}.")
             problem.status = 405
-        return JSONResponse(problem.body(), status_code=problem.status)
+        return ApiJSON(problem.body(), status_code=problem.status)
 
     routes = [
         Route("/.well-known/databricks-config", _well_known, methods=["GET"]),
@@ -150,11 +150,11 @@ def _endpoint(services: Services, handler: Handler, who: str = "any") -> Callabl
             version = request.scope["path"].split("/")[2]  # /api/<version>/...
             result = handler(Call(await read_params(request), version, task, request))
         except ApiError as error:
-            return JSONResponse(error.body(), status_code=error.status)
+            return ApiJSON(error.body(), status_code=error.status)
         except Exception as exc:  # a bug must still answer in Databricks' error shape
             log.exception("%s %s failed", request.method, request.scope["path"])
             internal = InternalError(f"Local workspace error: {type(exc).__name__}: {exc}")
-            return JSONResponse(internal.body(), status_code=internal.status)
+            return ApiJSON(internal.body(), status_code=internal.status)
         return result if isinstance(result, Response) else ApiJSON(result)
 
     return route
@@ -162,12 +162,12 @@ def _endpoint(services: Services, handler: Handler, who: str = "any") -> Callabl
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     problem = EndpointNotFound(request.method, request.url.path)
-    return JSONResponse(problem.body(), status_code=problem.status)
+    return ApiJSON(problem.body(), status_code=problem.status)
 
 
 def _well_known(request: Request) -> Response:
     host = str(request.base_url).rstrip("/")
-    return JSONResponse({"oidc_endpoint": f"{host}/oidc", "workspace_id": WORKSPACE_ID})
+    return ApiJSON({"oidc_endpoint": f"{host}/oidc", "workspace_id": WORKSPACE_ID})
 
 
 def _flag(value: Any) -> bool:

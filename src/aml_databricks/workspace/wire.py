@@ -29,6 +29,8 @@ MAX_IMPORT_REQUEST_BYTES = 14 * 1024 * 1024
 # Real payloads nest about six deep (tasks → notebook_task → base_parameters); 64 leaves room
 # and keeps every recursive walk far from Python's recursion limit.
 MAX_DEPTH = 64
+# Bodies that carry a user's own JSON value, where a null is data (dbutils.jobs.taskValues.set).
+USER_VALUE_PATHS = ("/api/2.0/local/task-values/set",)
 
 
 def limit_for(path: str) -> int:
@@ -36,7 +38,8 @@ def limit_for(path: str) -> int:
 
 
 async def read_params(request: Request) -> dict[str, Any]:
-    """Query and body parameters merged, checked and with `null` fields dropped."""
+    """Query and body parameters merged, checked, and (except in a user's own values) with `null` fields
+    dropped."""
     params: dict[str, Any] = dict(request.query_params)
     limit = limit_for(request.scope["path"])
     declared = request.headers.get("content-length")
@@ -48,7 +51,7 @@ async def read_params(request: Request) -> dict[str, Any]:
     elif request.method != "GET" or _has_body(request.scope):
         raw = await _body(request, limit)
         if raw.strip():
-            params.update(_json_object(raw))
+            params.update(_json_object(raw, drop_nulls=request.scope["path"] not in USER_VALUE_PATHS))
     return params
 
 
@@ -76,7 +79,7 @@ async def _form(request: Request, limit: int) -> dict[str, Any]:
     return params
 
 
-def _json_object(raw: bytes) -> dict[str, Any]:
+def _json_object(raw: bytes, *, drop_nulls: bool) -> dict[str, Any]:
     try:
         body = json.loads(raw)
     except RecursionError:
@@ -85,19 +88,19 @@ def _json_object(raw: bytes) -> dict[str, Any]:
         raise MalformedRequest("The request body is not valid UTF-8 JSON.") from None
     if not isinstance(body, dict):
         raise MalformedRequest("The request body must be a JSON object.")
-    return check_value(body)  # type: ignore[no-any-return]
+    return check_value(body, drop_nulls=drop_nulls)  # type: ignore[no-any-return]
 
 
-def check_value(value: Any) -> Any:
-    """Drop `null` fields in place, refuse deep nesting and lone surrogates; iterative, so no depth can
-    overflow the stack."""
+def check_value(value: Any, *, drop_nulls: bool = True) -> Any:
+    """Refuse deep nesting and lone surrogates, and drop `null` fields in place; iterative, so no depth
+    can overflow the stack."""
     pending: list[tuple[Any, int]] = [(value, 1)]
     while pending:
         item, depth = pending.pop()
         if depth > MAX_DEPTH:
             raise MalformedRequest(f"The request body nests deeper than {MAX_DEPTH} levels.")
         if isinstance(item, dict):
-            for key in [k for k, v in item.items() if v is None]:
+            for key in [k for k, v in item.items() if v is None and drop_nulls]:
                 del item[key]
             for key, child in item.items():
                 _check_text(key)
