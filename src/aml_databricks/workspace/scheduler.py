@@ -4,40 +4,38 @@ One thread per run drives its tasks in dependency order, one thread per task run
 execution. Threads, not asyncio: a task spends its life blocked on a subprocess, and the HTTP
 handlers only read what these threads persist. The scheduler changes typed records (runs.py)
 and persists them; the API renders them on read. Its parts live beside it: the lifecycle rules
-(lifecycle.py), a run's state from its tasks' (aggregate.py), run tokens (tokens.py),
-concurrency slots (slots.py), and time and timeouts (clock.py).
+(lifecycle.py), a run's state from its tasks' (aggregate.py), what only a run in flight has
+(flight.py), run tokens (tokens.py), concurrency slots (slots.py), time and timeouts (clock.py),
+and ending what a crashed server left in flight (recovery.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from databricks.sdk.service.jobs import RunIf, RunLifeCycleState, RunResultState, TerminationCodeCode
 
-from aml_databricks.compute.executor import Execution, Executor, TaskLaunch, TaskOutcome
-from aml_databricks.workspace import aggregate, lifecycle
+from aml_databricks.compute.executor import Executor, TaskLaunch, TaskOutcome
+from aml_databricks.workspace import aggregate, lifecycle, recovery
 from aml_databricks.workspace.clock import Clock, SystemClock, Timer
+from aml_databricks.workspace.flight import RunFlight, TaskFlight
+from aml_databricks.workspace.recovery import RESTART_MESSAGE
 from aml_databricks.workspace.runs import Progress, Run, TaskRun, Timing
 from aml_databricks.workspace.slots import TaskSlots
 from aml_databricks.workspace.store import Store
 from aml_databricks.workspace.tokens import RunTokens, TaskContext
 
-__all__ = ["Scheduler", "SourceNotFound", "TaskContext"]
+__all__ = ["RESTART_MESSAGE", "Scheduler", "SourceNotFound", "TaskContext"]
 
 L = RunLifeCycleState
 R = RunResultState
 log = logging.getLogger(__name__)
 
-RESTART_MESSAGE = "The local workspace restarted while this run was in flight."
 SHUTDOWN_MESSAGE = "The local workspace stopped while this run was in flight."
 POLL_SECONDS = 0.05
 
@@ -45,52 +43,8 @@ POLL_SECONDS = 0.05
 SourceResolver = Callable[[dict[str, Any]], tuple[str, str | None]]
 
 
-def end_orphaned_driver(run_dir: Path) -> None:
-    """Kill the driver a crashed workspace left behind (its pid file names its process group)."""
-    try:
-        pid = int((run_dir / "driver.pid").read_text())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError):
-        return
-    if b"aml_databricks.compute.driver" in cmdline and str(run_dir).encode() in cmdline:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
-
-
 class SourceNotFound(Exception):
     pass
-
-
-@dataclass
-class _TaskFlight:
-    """A task run in flight: its record and what only a live task run has."""
-
-    record: TaskRun
-    done: threading.Event = field(default_factory=threading.Event)
-    execution: Execution | None = None
-    awaiting: bool = False  # between the execution's start and its outcome: a timeout may still strike
-    stop: tuple[RunResultState, str] | None = None  # why it is being stopped, once it is
-
-    @property
-    def settings(self) -> dict[str, Any]:
-        return self.record.settings
-
-
-class _RunFlight:
-    """A run in flight: its record, its task runs, and the flags that stop it."""
-
-    def __init__(self, record: Run, spec: dict[str, Any], tasks: dict[str, _TaskFlight]) -> None:
-        self.record = record
-        self.spec = spec
-        self.tasks = tasks
-        self.lock = threading.RLock()
-        self.stop_reason: RunResultState | None = None  # CANCELED or TIMEDOUT once asked to stop
-        self.stop_message = ""
-        self.internal_error: str | None = None
-
-    @property
-    def stopping(self) -> bool:
-        return self.stop_reason is not None or self.internal_error is not None
 
 
 class Scheduler:
@@ -106,7 +60,7 @@ class Scheduler:
         self.host = ""  # set once the server knows its port
         self.tokens = RunTokens()
         self._slots = TaskSlots(max_concurrent_tasks)
-        self._runs: dict[int, _RunFlight] = {}
+        self._runs: dict[int, RunFlight] = {}
         self._task_parent: dict[int, int] = {}
         self._lock = threading.Lock()
         self._threads: dict[int, threading.Thread] = {}  # each run's driving thread, by run id
@@ -116,14 +70,7 @@ class Scheduler:
 
     def recover(self) -> int:
         """End every run the previous server left in flight; returns how many."""
-        count = 0
-        for record in self.store.unfinished_runs(lifecycle.TERMINAL_NAMES):
-            end_orphaned_driver(self.runs_dir / str(record.run_id))
-            record.progress = Progress(L.INTERNAL_ERROR, None, RESTART_MESSAGE)
-            record.timing.end_time = record.timing.end_time or self.clock.now_ms()
-            self.store.save_run(record)
-            count += isinstance(record, Run)  # count runs, not their task runs
-        return count
+        return recovery.end_unfinished_runs(self.store, self.runs_dir, self.clock.now_ms())
 
     def close(self, timeout: float = 10.0) -> None:
         with self._lock:
@@ -185,13 +132,13 @@ class Scheduler:
     def is_live(self, run_id: int) -> bool:
         return self._flight(run_id) is not None
 
-    def _flight(self, run_id: int) -> _RunFlight | None:
+    def _flight(self, run_id: int) -> RunFlight | None:
         with self._lock:
             return self._runs.get(self._task_parent.get(run_id, run_id))
 
     # -- building a run -------------------------------------------------------------------
 
-    def _create(self, spec: dict[str, Any], *, job_id: int | None, run_type: str, creator: str) -> _RunFlight:
+    def _create(self, spec: dict[str, Any], *, job_id: int | None, run_type: str, creator: str) -> RunFlight:
         tasks = spec["tasks"]
         created = self.clock.now_ms()
         with self.store.transaction() as db:
@@ -199,21 +146,21 @@ class Scheduler:
             record = Run(run_id, spec["run_name"], run_type, spec["format"], creator, Progress(L.QUEUED),
                          Timing(start_time=created), job_id, spec.get("timeout_seconds") or 0)
             self.store.insert_run(db, record, idempotency_token=spec.get("idempotency_token"))
-            flights: dict[str, _TaskFlight] = {}
+            flights: dict[str, TaskFlight] = {}
             for task_id, settings in zip(task_ids, tasks, strict=True):
                 task = TaskRun(task_id, run_id, settings, settings.get("existing_cluster_id") or f"job-{run_id}",
                                Progress(L.BLOCKED if settings.get("depends_on") else L.QUEUED),
                                Timing(start_time=created), job_id)
                 self.store.insert_run(db, task)
-                flights[settings["task_key"]] = _TaskFlight(task)
-        run = _RunFlight(record, spec, flights)
+                flights[settings["task_key"]] = TaskFlight(task)
+        run = RunFlight(record, spec, flights)
         with self._lock:
             self._runs[run_id] = run
             for flight in flights.values():
                 self._task_parent[flight.record.run_id] = run_id
         return run
 
-    def _skip(self, run: _RunFlight, reason: str) -> None:
+    def _skip(self, run: RunFlight, reason: str) -> None:
         with run.lock:
             for task in run.tasks.values():
                 self._end_task(run, task, L.SKIPPED, None, reason)
@@ -222,7 +169,7 @@ class Scheduler:
             self.store.save_run(run.record)
         self._forget(run)
 
-    def _forget(self, run: _RunFlight) -> None:
+    def _forget(self, run: RunFlight) -> None:
         with self._lock:
             self._runs.pop(run.record.run_id, None)
             for task in run.tasks.values():
@@ -230,7 +177,7 @@ class Scheduler:
 
     # -- driving a run --------------------------------------------------------------------
 
-    def _drive(self, run: _RunFlight) -> None:
+    def _drive(self, run: RunFlight) -> None:
         timer: Timer | None = None
         try:
             timeout = run.record.timeout_seconds
@@ -255,7 +202,7 @@ class Scheduler:
                 timer.cancel()
             self._forget(run)
 
-    def _drive_task(self, run: _RunFlight, task: _TaskFlight) -> None:
+    def _drive_task(self, run: RunFlight, task: TaskFlight) -> None:
         upstream = [run.tasks[d["task_key"]] for d in task.settings.get("depends_on", [])]
         for dep in upstream:
             dep.done.wait()
@@ -279,7 +226,7 @@ class Scheduler:
         finally:
             task.done.set()
 
-    def _execute(self, run: _RunFlight, task: _TaskFlight) -> None:
+    def _execute(self, run: RunFlight, task: TaskFlight) -> None:
         queued_at = self.clock.now_ms()
         if not self._slots.acquire(give_up=lambda: run.stopping):
             self._end_task(run, task, L.TERMINATED, run.stop_reason or R.CANCELED, run.stop_message)
@@ -306,7 +253,7 @@ class Scheduler:
         finally:
             self._slots.release()
 
-    def _run_execution(self, run: _RunFlight, task: _TaskFlight, token: str, source: str, language: str | None,
+    def _run_execution(self, run: RunFlight, task: TaskFlight, token: str, source: str, language: str | None,
                        pending_at: int) -> TaskOutcome:
         run_dir = self.runs_dir / str(task.record.run_id)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -328,7 +275,7 @@ class Scheduler:
         task.record.timing.execution_duration = self.clock.now_ms() - started
         return outcome
 
-    def _await(self, run: _RunFlight, task: _TaskFlight) -> TaskOutcome:
+    def _await(self, run: RunFlight, task: TaskFlight) -> TaskOutcome:
         """Wait for the execution's outcome, stopping it when the task times out or the run stops."""
         assert task.execution is not None
         timeout = task.settings.get("timeout_seconds") or 0
@@ -348,7 +295,7 @@ class Scheduler:
             if timer is not None:
                 timer.cancel()
 
-    def _time_out_task(self, run: _RunFlight, task: _TaskFlight, timeout: int) -> None:
+    def _time_out_task(self, run: RunFlight, task: TaskFlight, timeout: int) -> None:
         with run.lock:
             if not task.awaiting:
                 return  # the outcome came first
@@ -356,7 +303,7 @@ class Scheduler:
         self._slots.wake()
         self._stop_task(run, task, R.TIMEDOUT, f"Task timed out after {timeout} seconds.")
 
-    def _stop_task(self, run: _RunFlight, task: _TaskFlight, reason: RunResultState, message: str) -> None:
+    def _stop_task(self, run: RunFlight, task: TaskFlight, reason: RunResultState, message: str) -> None:
         with run.lock:
             if task.stop is not None or task.done.is_set():
                 return
@@ -366,7 +313,7 @@ class Scheduler:
         if task.execution is not None:
             task.execution.cancel()
 
-    def _record_outcome(self, run: _RunFlight, task: _TaskFlight, outcome: TaskOutcome) -> None:
+    def _record_outcome(self, run: RunFlight, task: TaskFlight, outcome: TaskOutcome) -> None:
         output: dict[str, Any] = {}
         if "notebook_task" in task.settings:
             output["notebook_output"] = (
@@ -390,7 +337,7 @@ class Scheduler:
 
     # -- state changes --------------------------------------------------------------------
 
-    def _stop(self, run: _RunFlight, reason: RunResultState | None, message: str) -> None:
+    def _stop(self, run: RunFlight, reason: RunResultState | None, message: str) -> None:
         """Ask a run to stop: reason CANCELED/TIMEDOUT, or None for an internal error."""
         with run.lock:
             if run.stopping:
@@ -404,7 +351,7 @@ class Scheduler:
             if task.execution is not None and not task.done.is_set():
                 self._stop_task(run, task, reason or R.CANCELED, message)
 
-    def _set_task(self, run: _RunFlight, task: _TaskFlight, state: RunLifeCycleState, message: str = "") -> None:
+    def _set_task(self, run: RunFlight, task: TaskFlight, state: RunLifeCycleState, message: str = "") -> None:
         with run.lock:
             current = task.record.progress.life_cycle
             if current in lifecycle.TERMINAL or current == state:
@@ -414,7 +361,7 @@ class Scheduler:
             self.store.save_run(task.record)
             self._update_parent(run)
 
-    def _end_task(self, run: _RunFlight, task: _TaskFlight, state: RunLifeCycleState,
+    def _end_task(self, run: RunFlight, task: TaskFlight, state: RunLifeCycleState,
                   result: RunResultState | None, message: str, code: TerminationCodeCode | None = None) -> None:
         with run.lock:
             if task.record.progress.terminal:
@@ -424,7 +371,7 @@ class Scheduler:
             self.store.save_run(task.record)
             self._update_parent(run)
 
-    def _update_parent(self, run: _RunFlight) -> None:
+    def _update_parent(self, run: RunFlight) -> None:
         """The run's lifecycle follows its tasks forward: never back to an earlier state."""
         target = aggregate.run_life_cycle(run.record.progress.life_cycle,
                                           [t.record.progress.life_cycle for t in run.tasks.values()])
@@ -436,7 +383,7 @@ class Scheduler:
             timing.queue_duration = self.clock.now_ms() - timing.start_time
         self.store.save_run(run.record)
 
-    def _finish_run(self, run: _RunFlight) -> None:
+    def _finish_run(self, run: RunFlight) -> None:
         with run.lock:
             tasks = list(run.tasks.values())
             for task in tasks:  # a task the scheduler never reached (a bug, or shutdown) still ends
