@@ -23,7 +23,10 @@ from typing import Any
 from databricks.sdk.service.jobs import RunIf, RunLifeCycleState, RunResultState, TerminationCodeCode
 
 from aml_databricks.compute.executor import Execution, Executor, TaskLaunch, TaskOutcome
+from aml_databricks.compute.protocol import FileSystem
 from aml_databricks.workspace import lifecycle
+from aml_databricks.workspace.errors import SourceNotFound
+from aml_databricks.workspace.launch import task_spec
 from aml_databricks.workspace.store import Store, now_ms
 
 L = RunLifeCycleState
@@ -48,10 +51,6 @@ def end_orphaned_driver(run_dir: Path) -> None:
     if b"aml_databricks.compute.driver" in cmdline and str(run_dir).encode() in cmdline:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
-
-
-class SourceNotFound(Exception):
-    pass
 
 
 @dataclass
@@ -326,9 +325,8 @@ class Scheduler:
         run_dir = self.runs_dir / str(task.doc["run_id"])
         run_dir.mkdir(parents=True, exist_ok=True)
         launch = TaskLaunch(
-            run_id=task.doc["run_id"], parent_run_id=run.doc["run_id"], task_key=task.settings["task_key"],
-            task=task.settings, run_dir=run_dir, api_host=self.host, run_token=token,
-            notebook_source=source, notebook_language=language, fs=self.fs_table(),
+            run_id=task.doc["run_id"], parent_run_id=run.doc["run_id"], task=task_spec(task.settings, source, language),
+            run_dir=run_dir, api_host=self.host, run_token=token, fs=FileSystem.from_json(self.fs_table()),
         )
         running_at: list[int] = []
 

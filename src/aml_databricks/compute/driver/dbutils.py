@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from aml_databricks.compute.api import ApiError, WorkspaceApi
-from aml_databricks.compute.paths import PathMapper, is_storage_uri, normalize_mount_point
-from aml_databricks.compute.redaction import Redactor
+from aml_databricks.compute.driver.api import ApiError, WorkspaceApi
+from aml_databricks.compute.driver.paths import PathMapper, is_storage_uri, normalize_mount_point
+from aml_databricks.compute.driver.redaction import Redactor
 
 NOTEBOOK_RESULT_LIMIT = 5 * 1024 * 1024  # bytes: Databricks keeps the first 5 MB of an exit value
 _TERMINAL_LIFE_CYCLE_STATES = frozenset({"TERMINATED", "SKIPPED", "INTERNAL_ERROR"})
@@ -119,7 +119,7 @@ class WidgetsUtils(_Help):
     """Widget definitions with defaults; the task's parameters override them (base_parameters)."""
 
     def __init__(self, parameters: Mapping[str, str]) -> None:
-        self._parameters: list[dict[str, str]] = [{k: str(v) for k, v in parameters.items()}]
+        self._parameters: list[dict[str, str]] = [dict(parameters)]  # strings already (TaskSpec.widgets)
         self._widgets: dict[str, _Widget] = {}
 
     def get(self, name: str) -> str:
