@@ -33,6 +33,8 @@ from aml_databricks.compute.host.process import DriverExecutor
 from aml_databricks.workspace import LocalWorkspace
 from tests.fixtures_workspace import upload_notebook
 
+pytestmark = pytest.mark.server
+
 WAIT = timedelta(seconds=120)
 SEP = "\n\n# COMMAND ----------\n\n"
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.server, pytest.mark.subprocess]
 pytest.importorskip("azure.ai.ml")
 pytest.importorskip("mlflow")
 
