@@ -14,7 +14,7 @@ from typing import Any, TextIO
 import pytest
 from databricks.sdk.service.jobs import RunResultState, TerminationCodeCode
 
-from aml_databricks.compute.executor import TaskLaunch, TaskOutcome, TaskSpec
+from aml_databricks.compute.executor import TaskLaunch, TaskOutcome
 from aml_databricks.compute.host.process import DriverExecution, DriverExecutor
 from aml_databricks.compute.protocol import FileSystem
 from aml_databricks.workspace.launch import task_spec
@@ -323,15 +323,6 @@ def _alive(pid: int) -> bool:
 
 def test_alive_helper_sees_this_process() -> None:
     assert _alive(os.getpid())
-
-
-def test_the_provider_is_asked_for_the_task_cluster() -> None:
-    def spec(**cluster: Any) -> TaskSpec:
-        return task_spec({"task_key": "t", "notebook_task": {"notebook_path": "/nb"}, **cluster}, "", "PYTHON")
-
-    assert spec(new_cluster={"num_workers": 2}).cluster == {"num_workers": 2}
-    assert spec(existing_cluster_id="abc").cluster == {"existing_cluster_id": "abc"}
-    assert spec().cluster == {}
 
 
 def test_fork_server_takes_its_drivers_along_when_the_executor_goes(tmp_path: Path) -> None:

@@ -38,11 +38,11 @@ from aml_databricks.compute.driver.dbutils import (
     NOTEBOOK_RESULT_LIMIT,
     DBUtils,
     NotebookExit,
-    RunContext,
     resolve_notebook_path,
 )
 from aml_databricks.compute.driver.paths import PathMapper
 from aml_databricks.compute.driver.redaction import Redactor, SecretChannel
+from aml_databricks.compute.driver.run_context import RunContext
 from aml_databricks.compute.protocol import DriverResult, DriverTask
 from aml_databricks.notebooks import Cell, Notebook
 

@@ -124,10 +124,8 @@ class ClusterPool:
         self.idle_timeout_s = idle_timeout_s
         self.driver_memory = driver_memory
         self.max_servers = max_servers
-        self.extra_confs = dict(extra_confs or {})
-        self.install_samples = install_samples
         self.launcher: Launcher = launcher or JvmLauncher(
-            self.data_dir, driver_memory=driver_memory, extra_confs=self.extra_confs, install_samples=install_samples
+            self.data_dir, driver_memory=driver_memory, extra_confs=extra_confs or {}, install_samples=install_samples
         )
         for sub in ("dbfs", "metastore", "clusters"):
             (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
