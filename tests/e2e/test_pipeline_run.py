@@ -166,7 +166,7 @@ def test_sigterm_cancels_the_databricks_run_and_exits_143(tmp_path: Path) -> Non
 
     from aml_databricks.workspace import LocalWorkspace
 
-    with LocalWorkspace(data_dir) as workspace:  # the run's state survived in the data dir
+    with LocalWorkspace(data_dir, spark=False) as workspace:  # the run's state survived in the data dir
         (run,) = list(workspace.client.jobs.list_runs())
         assert run.state is not None and run.state.result_state is not None, out
         assert run.state is not None and run.state.result_state is not None

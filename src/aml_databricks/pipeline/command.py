@@ -138,12 +138,12 @@ def _databricks(args: argparse.Namespace, graph: Any, nodes: Sequence[Any], data
     from aml_databricks.pipeline.notebooks import upload_notebooks
 
     mounts: dict[str, str | Path] = {BLOB_STORE_MOUNT: data_dir / DATASTORE}
-    print(
-        f"starting the local Databricks workspace ({data_dir}, {BLOB_STORE_MOUNT} -> {data_dir / DATASTORE})",
-        flush=True,
-    )
-    with LocalWorkspace(data_dir, mounts=mounts, spark=True) as workspace:
-        print(f"local Databricks workspace at {workspace.host}", flush=True)
+    # A workspace already serving this data dir (`workspace serve`) is used, warm, rather than
+    # opened twice; the blob store mount it gets for the run is put back afterwards.
+    with LocalWorkspace(data_dir, mounts=mounts, spark=True, say=_say) as workspace:
+        if workspace.borrowed is None:
+            _say(f"started a local Databricks workspace at {workspace.host} on {data_dir}")
+        _say(f"  mount: {BLOB_STORE_MOUNT} -> {data_dir / DATASTORE}")
         upload_notebooks(workspace.client, graph, nodes, args.notebooks)
         # No cluster libraries by default: the step would pip-install azureml-mlflow (the demo's
         # default), which a local notebook does not need to log into the local MLflow store, and
@@ -163,6 +163,10 @@ def _stop_on_sigterm() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
 
 
 def _key_value(item: str) -> tuple[str, str]:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import os
 import signal
 import sys
 import threading
@@ -13,8 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from aml_databricks.errors import MissingExtraError, RunFailedError, UsageError
-
-SERVER_MARKER = "server.json"  # written while `workspace serve` runs: where it listens, its pid
 
 
 def add_parser(subparsers: Any) -> None:
@@ -57,6 +52,15 @@ def add_parser(subparsers: Any) -> None:
 
 
 def serve_command(args: argparse.Namespace) -> int:
+    from aml_databricks.workspace.lock import WorkspaceInUseError, running_workspace
+
+    # Before the heavy imports: a second serve on a data dir answers at once, and the first line
+    # comes within a fraction of a second.
+    running = running_workspace(args.data_dir, wait_s=3)
+    if running is not None:
+        raise WorkspaceInUseError(f"{args.data_dir} is already served by the workspace at {running.describe()}; "
+                                  "stop it first or use another --data-dir")
+    print(f"starting the local Databricks workspace on {args.data_dir} ...", file=sys.stderr, flush=True)
     try:
         from aml_databricks.workspace.server import LocalWorkspace, parse_mapping
     except ModuleNotFoundError as exc:
@@ -68,14 +72,12 @@ def serve_command(args: argparse.Namespace) -> int:
         args.data_dir, host=args.host, port=args.port, token=args.token,
         mounts=dict(parse_mapping(args.mount, "--mount")), storage=dict(parse_mapping(args.storage, "--storage")),
         spark=not args.no_spark, max_concurrent_tasks=args.max_concurrent_tasks,
-        faults=args.faults, faults_seed=args.faults_seed,
+        faults=args.faults, faults_seed=args.faults_seed, if_running="fail",
     )
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     workspace.start()
-    marker = workspace.data_dir / SERVER_MARKER
-    marker.write_text(json.dumps({"host": workspace.host, "pid": os.getpid()}))
     try:
         print(f"Local Databricks workspace at {workspace.host}", flush=True)
         print(f"  token: {workspace.token_source}", flush=True)
@@ -83,17 +85,19 @@ def serve_command(args: argparse.Namespace) -> int:
         for point, folder in workspace.mounts.items():
             print(f"  mount: {point} -> {folder}", flush=True)
         print(f"  export DATABRICKS_HOST={workspace.host}", flush=True)
+        if workspace.spark is not None:
+            print("  Spark starts with the first run (about 15 s, 25 s on a new data dir); Ctrl-C stops",
+                  flush=True)
         stop.wait()
     finally:
         print("stopping...", file=sys.stderr, flush=True)
-        marker.unlink(missing_ok=True)
         workspace.stop()
     return 0
 
 
 def load_table_command(args: argparse.Namespace) -> int:
     try:
-        from aml_databricks.workspace.server import LocalWorkspace, resolve_token
+        from aml_databricks.workspace.server import LocalWorkspace
     except ModuleNotFoundError as exc:
         raise MissingExtraError("local", "the local workspace") from exc
     from databricks.sdk.service.jobs import RunResultState, SparkPythonTask, SubmitTask
@@ -106,14 +110,9 @@ def load_table_command(args: argparse.Namespace) -> int:
         python_file=str(Path(load_table_task.__file__).resolve()),
         parameters=[args.name, str(args.file.resolve())]))
 
-    with contextlib.ExitStack() as stack:
-        running = _running_server(args.data_dir)
-        if running is not None:
-            from databricks.sdk import WorkspaceClient
-
-            client = WorkspaceClient(host=running, token=resolve_token(args.data_dir, None)[0], auth_type="pat")
-        else:
-            client = stack.enter_context(LocalWorkspace(args.data_dir, spark=True)).client
+    # Uses the workspace serving DATA_DIR when one runs, else starts one for the load.
+    with LocalWorkspace(args.data_dir, spark=True) as workspace:
+        client = workspace.client
         run = client.jobs.submit(run_name=f"load-table {args.name}", tasks=[task]).result()
         task_run_id = run.tasks[0].run_id if run.tasks else None
         output = client.jobs.get_run_output(task_run_id) if task_run_id is not None else None
@@ -122,13 +121,3 @@ def load_table_command(args: argparse.Namespace) -> int:
         raise RunFailedError(f"loading {args.name} failed: {reason}")
     print(((output.logs if output is not None else None) or "").strip().splitlines()[-1])
     return 0
-
-
-def _running_server(data_dir: Path) -> str | None:
-    """The URL of the workspace serving this data dir, when one runs."""
-    try:
-        marker = json.loads((data_dir / SERVER_MARKER).read_text())
-        os.kill(int(marker["pid"]), 0)
-    except (OSError, ValueError, KeyError):
-        return None
-    return str(marker["host"])
