@@ -50,6 +50,21 @@ def add_parser(subparsers: Any) -> None:
                       help="the workspace's data dir (default: %(default)s)")
     load.set_defaults(func=load_table_command)
 
+    imp = commands.add_parser(
+        "import", help="put a local notebook or file, or a folder of them, into the local workspace",
+        description="Import LOCAL_PATH into the local workspace at WORKSPACE_PATH, replacing what is there. "
+                    "A file with a notebook suffix (.py .sql .scala .r .ipynb) becomes a notebook at "
+                    "WORKSPACE_PATH, any other file a workspace file. A folder is imported recursively the way "
+                    "`databricks workspace import-dir` does: files with a Databricks notebook header and .ipynb "
+                    "files become notebooks named without their suffix, the rest workspace files. Goes through "
+                    "the workspace serving DATA_DIR when one runs.",
+    )
+    imp.add_argument("local_path", type=Path, metavar="LOCAL_PATH", help="a file or a folder")
+    imp.add_argument("workspace_path", metavar="WORKSPACE_PATH", help="e.g. /Shared/my_notebook")
+    imp.add_argument("--data-dir", type=Path, default=Path(".aml-databricks"),
+                     help="the workspace's data dir (default: %(default)s)")
+    imp.set_defaults(func=import_command)
+
 
 def serve_command(args: argparse.Namespace) -> int:
     from aml_databricks.workspace.lock import WorkspaceInUseError, running_workspace
@@ -121,3 +136,67 @@ def load_table_command(args: argparse.Namespace) -> int:
         raise RunFailedError(f"loading {args.name} failed: {reason}")
     print(((output.logs if output is not None else None) or "").strip().splitlines()[-1])
     return 0
+
+
+NOTEBOOK_LANGUAGES = {".py": "PYTHON", ".sql": "SQL", ".scala": "SCALA", ".r": "R"}
+
+
+def import_command(args: argparse.Namespace) -> int:
+    source: Path = args.local_path
+    if not source.exists():
+        raise UsageError(f"no such file or folder: {source}")
+    if not str(args.workspace_path).startswith("/"):
+        raise UsageError(f"WORKSPACE_PATH must be absolute, like /Shared/{source.stem}: got {args.workspace_path!r}")
+    target = "/" + str(args.workspace_path).strip("/")
+    if source.is_dir():
+        plan = [(path, *_placement(path, f"{target}/{path.relative_to(source).as_posix()}", by_header=True))
+                for path in sorted(source.rglob("*")) if path.is_file() and not _hidden(path.relative_to(source))]
+    else:
+        plan = [(source, *_placement(source, target, by_header=False))]
+    try:
+        from aml_databricks.workspace.server import LocalWorkspace
+    except ModuleNotFoundError as exc:
+        raise MissingExtraError("local", "the local workspace") from exc
+    import base64
+
+    from databricks.sdk.errors.base import DatabricksError
+    from databricks.sdk.service.workspace import ImportFormat, Language
+
+    with LocalWorkspace(args.data_dir, spark=False) as workspace:
+        client = workspace.client
+        try:
+            client.workspace.mkdirs(target if source.is_dir() else target.rsplit("/", 1)[0] or "/")
+            for path, stored, fmt, language in plan:
+                client.workspace.mkdirs(stored.rsplit("/", 1)[0] or "/")
+                client.workspace.import_(stored, content=base64.b64encode(path.read_bytes()).decode(),
+                                         format=ImportFormat(fmt), overwrite=True,
+                                         language=Language(language) if language else None)
+                kind = "file" if fmt == "RAW" else f"{(language or 'PYTHON').lower()} notebook"
+                print(f"{stored} <- {path} ({kind})", flush=True)
+        except DatabricksError as error:
+            raise UsageError(f"import into {target} failed: {error}") from None
+    return 0
+
+
+def _placement(path: Path, stored: str, *, by_header: bool) -> tuple[str, str, str | None]:
+    """(workspace path, import format, language) of one local file.
+
+    A single file is a notebook by its suffix (the user named the target); in a folder, only files
+    with a Databricks notebook header and .ipynb files are notebooks, named without their suffix, as
+    `databricks workspace import-dir` does, so modules and data files stay files.
+    """
+    from aml_databricks.compute.notebooks import is_databricks_source
+
+    suffix = path.suffix.lower()
+    strip = stored[: -len(path.suffix)] if by_header and path.suffix else stored
+    if suffix == ".ipynb":
+        return strip, "JUPYTER", None
+    if suffix in NOTEBOOK_LANGUAGES:
+        header = is_databricks_source(path.read_text(errors="replace")[:200])
+        if header or not by_header:
+            return strip, "SOURCE", NOTEBOOK_LANGUAGES[suffix]
+    return stored, "RAW", None
+
+
+def _hidden(relative: Path) -> bool:
+    return any(part.startswith(".") or part == "__pycache__" for part in relative.parts)
