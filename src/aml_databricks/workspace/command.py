@@ -92,6 +92,7 @@ def serve_command(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    _show_workspace_log()
     workspace.start()
     try:
         print(f"Local Databricks workspace at {workspace.host}", flush=True)
@@ -108,6 +109,18 @@ def serve_command(args: argparse.Namespace) -> int:
         print("stopping...", file=sys.stderr, flush=True)
         workspace.stop()
     return 0
+
+
+def _show_workspace_log() -> None:
+    """A server's own log on stderr: Spark servers starting and ready (with their timings), runs lost
+    at a restart. Spark's and the JVM's output stays in DATA_DIR/clusters/<id>/server.log."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    for name, level in (("aml_databricks", logging.WARNING), ("aml_databricks.compute.clusters", logging.INFO)):
+        logging.getLogger(name).setLevel(level)
+    logging.getLogger("aml_databricks").addHandler(handler)
 
 
 def load_table_command(args: argparse.Namespace) -> int:
