@@ -46,6 +46,9 @@ class Console:
         entry = (text, time.monotonic())
         with self._lock:
             self._phases.append(entry)
+            self._clear()
+            self._draw()
+            self.stream.flush()
         if self.live and self._ticker is None:
             self._ticker = threading.Thread(target=self._tick, name="console-live-line", daemon=True)
             self._ticker.start()

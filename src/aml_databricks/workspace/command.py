@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -108,7 +109,11 @@ def serve_command(args: argparse.Namespace) -> int:
     finally:
         print("stopping...", file=sys.stderr, flush=True)
         workspace.stop()
-    return 0
+    # Stopped by a signal, everything closed: leave without exit handlers. pyspark's, for a Spark
+    # Connect client cut off during a cold start, would retry the stopped server for minutes.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _show_workspace_log() -> None:
