@@ -131,8 +131,8 @@ class LocalWorkspace:
             return self
         try:
             self._start_owned()
-        except BaseException:
-            self._lock.release()
+        except BaseException:  # a stop signal may strike mid-start: close what had started
+            self._close_parts()
             raise
         # An injected executor may bring its own Spark: only a workspace known to lack it says so.
         self._lock.publish(self.host, self.token, spark=self.spark is not None or self._executor is not None)
@@ -223,15 +223,27 @@ class LocalWorkspace:
             return
         if self._server is None:
             return
+        self._close_parts()
+
+    def _close_parts(self) -> None:
+        """Close whatever of the owned workspace has started, in reverse order; release the data dir."""
         try:
-            self.scheduler.close()
-            self._server.should_exit = True
-            if self._thread is not None:
-                self._thread.join(10)
-            self.executor.close()
-            if self.spark is not None:
-                self.spark.close()
-            self.store.close()
+            scheduler = getattr(self, "scheduler", None)
+            if scheduler is not None:
+                scheduler.close()
+            if self._server is not None:
+                self._server.should_exit = True
+                if self._thread is not None:
+                    self._thread.join(10)
+            executor = getattr(self, "executor", None)
+            if executor is not None:
+                executor.close()
+            spark = getattr(self, "spark", None)
+            if spark is not None:
+                spark.close()
+            store = getattr(self, "store", None)
+            if store is not None:
+                store.close()
             self._server = None
         finally:
             self._lock.release()
