@@ -121,9 +121,11 @@ def alive(process: tuple[int, str]) -> bool:
     return fields[19] == process[1] and fields[0] != "Z"
 
 
-def stop_at(command: list[str], delay: float, signum: int) -> tuple[int | None, float, str, set[tuple[int, str]]]:
-    """Start `command`, send `signum` after `delay` s: (exit code, seconds from signal to exit, output,
-    processes it had started). Exit code None: it did not end within twice the bound (then killed)."""
+def stop_at(command: list[str], trigger: str | None, delay: float, signum: int
+            ) -> tuple[int | None, float, str, set[tuple[int, str]]]:
+    """Start `command`; `delay` s after it prints a line containing `trigger` (after its start when
+    None), send `signum`: (exit code, seconds from signal to exit, output, processes it had started).
+    Exit code None: it did not end within twice the bound (then it was killed)."""
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                start_new_session=True)
     assert process.stdout is not None
@@ -131,8 +133,10 @@ def stop_at(command: list[str], delay: float, signum: int) -> tuple[int | None, 
     reader = threading.Thread(target=lambda: output.extend(process.stdout or []), daemon=True)
     reader.start()
     seen: set[tuple[int, str]] = set()
-    deadline = time.monotonic() + delay
-    while time.monotonic() < deadline and process.poll() is None:
+    deadline = None if trigger is not None else time.monotonic() + delay
+    while process.poll() is None and (deadline is None or time.monotonic() < deadline):
+        if deadline is None and any(trigger in line for line in list(output)):
+            deadline = time.monotonic() + delay
         seen |= descendants(process.pid)
         time.sleep(0.05)
     seen |= descendants(process.pid)
@@ -150,6 +154,22 @@ def stop_at(command: list[str], delay: float, signum: int) -> tuple[int | None, 
     return code, took, "".join(output), seen
 
 
+# Moments to stop at: (line that starts the clock, seconds after it at most, the phase it hits).
+WARM_MOMENTS = [
+    (None, 3.0),  # loading the pipeline (azure-ai-ml)
+    ("using the local workspace already running", 1.0),  # lending the mount, uploading the notebook
+    ("[databricks] started", 3.0),  # the step starting, submitting
+    ("[databricks] submitted run", 1.5),  # PENDING, RUNNING
+    ("RUNNING", 1.0),  # the notebook running, writing its parquet
+    ("[databricks] exit value", 1.0),  # the step writing run.json and MLflow tags
+    ("[train] started", 4.0),  # training, writing the model
+]
+COLD_MOMENTS = [
+    ("started a local Databricks workspace", 1.0),  # the workspace and Spark's first start
+    ("starting local Spark", 15.0),  # somewhere in Spark's cold start
+]
+
+
 def no_run_left_active(client: WorkspaceClient) -> bool:
     deadline = time.monotonic() + 10  # the cancel was sent; the served workspace ends the run
     while time.monotonic() < deadline:
@@ -165,20 +185,21 @@ def test_twenty_stops_at_random_moments_all_end_in_time_and_leave_nothing(
 ) -> None:
     seed = int(os.environ.get("STOP_TEST_SEED", random.randrange(1 << 30)))
     draw = random.Random(seed)
-    # Most stops against the warm served workspace (loading, running, writing); a few from a cold
-    # data dir of their own, where the stop can strike the workspace's and Spark's start.
-    warm_span = 25.0  # a warm pipeline run lasts about this long on a loaded 2-core machine
-    plans = [("warm", draw.uniform(0.2, warm_span)) for _ in range(17)]
-    plans += [("cold", draw.uniform(0.2, 40.0)) for _ in range(3)]
+    # Most stops against the warm served workspace, at a random moment of a random phase (loading,
+    # submitting, running, writing); a few from a cold data dir of their own, where the stop can
+    # strike the workspace's and Spark's start.
+    plans = [("warm", *draw.choice(WARM_MOMENTS)) for _ in range(17)]
+    plans += [("cold", *draw.choice(COLD_MOMENTS)) for _ in range(3)]
     draw.shuffle(plans)
     problems: list[str] = []
     stopped = 0
-    for i, (kind, delay) in enumerate(plans):
+    for i, (kind, trigger, at_most) in enumerate(plans):
         signum = draw.choice([signal.SIGINT, signal.SIGTERM])
+        delay = draw.uniform(0.0, at_most)
         data_dir = served.data_dir if kind == "warm" else tmp_path / f"cold{i}"
         command = [*CLI, "pipeline", "run", str(PIPELINE), "--data-dir", str(data_dir)]
-        code, took, out, started = stop_at(command, delay, signum)
-        what = f"#{i} {kind} {signal.Signals(signum).name} after {delay:.1f} s (seed {seed})"
+        code, took, out, started = stop_at(command, trigger, delay, signum)
+        what = f"#{i} {kind} {signal.Signals(signum).name} {delay:.1f} s after {trigger or 'the start'} (seed {seed})"
         last = [line for line in out.splitlines() if line.strip()][-3:]
         print(f"{what}: exit {code} {took:.1f} s after the signal; ended with {last}")  # shown on failure
         expected = 130 if signum == signal.SIGINT else 143

@@ -166,21 +166,26 @@ def _databricks(args: argparse.Namespace, graph: Any, nodes: Sequence[Any], data
     mounts: dict[str, str | Path] = {BLOB_STORE_MOUNT: data_dir / DATASTORE}
     # A workspace already serving this data dir (`workspace serve`) is used, warm, rather than
     # opened twice; the blob store mount it gets for the run is put back afterwards.
-    with contextlib.ExitStack() as stack:
-        workspace = stack.enter_context(LocalWorkspace(data_dir, mounts=mounts, spark=True, say=console.say))
-        if workspace.borrowed is None:
-            console.say(f"started a local Databricks workspace at {workspace.host} on {data_dir}")
-            pool = workspace.spark
-            if pool is not None:
-                servers = getattr(pool, "server_pids", list)
-                stopper.on_last_resort(lambda: _kill(servers()))  # empty once the pool has closed
-                _warm_up_spark(pool, data_dir, console)
-        console.say(f"  mount: {BLOB_STORE_MOUNT} -> {data_dir / DATASTORE}")
-        upload_notebooks(workspace.client, graph, nodes, args.notebooks)
-        # No cluster libraries by default: the step would pip-install azureml-mlflow (the demo's
-        # default), which a local notebook does not need to log into the local MLflow store, and
-        # which needs the network. A pipeline that sets the pypi input still gets its packages.
-        yield DatabricksTarget(workspace.host, workspace.token, environment={"AML_DATABRICKS_PYPI": ""})
+    owned = False
+    try:
+        with LocalWorkspace(data_dir, mounts=mounts, spark=True, say=console.say) as workspace:
+            owned = workspace.borrowed is None
+            if owned:
+                console.say(f"started a local Databricks workspace at {workspace.host} on {data_dir}")
+                pool = workspace.spark
+                if pool is not None:
+                    servers = getattr(pool, "server_pids", list)
+                    stopper.on_last_resort(lambda: _kill(servers()))  # empty once the pool has closed
+                    _warm_up_spark(pool, data_dir, console)
+            console.say(f"  mount: {BLOB_STORE_MOUNT} -> {data_dir / DATASTORE}")
+            upload_notebooks(workspace.client, graph, nodes, args.notebooks)
+            # No cluster libraries by default: the step would pip-install azureml-mlflow (the demo's
+            # default), which a local notebook does not need to log into the local MLflow store, and
+            # which needs the network. A pipeline that sets the pypi input still gets its packages.
+            yield DatabricksTarget(workspace.host, workspace.token, environment={"AML_DATABRICKS_PYPI": ""})
+    finally:
+        if owned:
+            _end_spark_left_behind(data_dir)
 
 
 def _warm_up_spark(pool: Any, data_dir: Path, console: Console) -> None:
@@ -200,6 +205,21 @@ def _warm_up_spark(pool: Any, data_dir: Path, console: Console) -> None:
         console.say(f"local Spark ready after {time.monotonic() - started:.0f} s")
 
     threading.Thread(target=warm, name="spark-warm-up", daemon=True).start()
+
+
+def _end_spark_left_behind(data_dir: Path) -> None:
+    """SIGKILL any Spark server of our data dir still alive after the workspace closed.
+
+    A stop that comes while the server is starting closes the pool under the starting thread,
+    which then terminates the JVM itself, gracefully and in its own time; the command leaves
+    before that, so nothing of the data dir we owned may be left running.
+    """
+    from aml_databricks.compute.clusters import jvm_pids
+
+    deadline = time.monotonic() + 2
+    while (left := jvm_pids(data_dir)) and time.monotonic() < deadline:
+        _kill(left)
+        time.sleep(0.1)
 
 
 def _kill(pids: Sequence[int]) -> None:
