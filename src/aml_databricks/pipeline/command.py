@@ -179,9 +179,8 @@ def _databricks(args: argparse.Namespace, graph: Any, nodes: Sequence[Any], data
                     _warm_up_spark(pool, data_dir, console)
             console.say(f"  mount: {BLOB_STORE_MOUNT} -> {data_dir / DATASTORE}")
             upload_notebooks(workspace.client, graph, nodes, args.notebooks)
-            # No cluster libraries by default: the step would pip-install azureml-mlflow (the demo's
-            # default), which a local notebook does not need to log into the local MLflow store, and
-            # which needs the network. A pipeline that sets the pypi input still gets its packages.
+            # No cluster libraries by default (the demo's azureml-mlflow is provided by the local
+            # workspace anyway); a pipeline that sets the pypi input still gets its packages.
             yield DatabricksTarget(workspace.host, workspace.token, environment={"AML_DATABRICKS_PYPI": ""})
     finally:
         if owned:
