@@ -36,6 +36,7 @@ from aml_databricks.workspace.jobs import Jobs
 from aml_databricks.workspace.objects import Objects, decode_content
 from aml_databricks.workspace.scheduler import Scheduler, TaskContext
 from aml_databricks.workspace.secrets import Secrets
+from aml_databricks.workspace.storage_api import FILE_API_PREFIXES, storage_routes
 from aml_databricks.workspace.store import Store
 
 JOB_VERSIONS = ("2.0", "2.1", "2.2")
@@ -79,6 +80,9 @@ class Services:
 
 def build_app(services: Services, *, faults: str | None = None, faults_seed: int | None = None) -> FaultInjector:
     table = api_table(services)
+    storage, files_api = storage_routes(services.scheduler.fs_table,
+                                        lambda request: _authorize(request, services, "any"))
+    table.update(storage)
     paths = {path for _, path in table}
 
     async def api(request: Request) -> Response:
@@ -86,6 +90,8 @@ def build_app(services: Services, *, faults: str | None = None, faults_seed: int
         endpoint = table.get((request.method, request.scope["path"]))
         if endpoint is not None:
             return await endpoint(request)
+        if request.scope["path"].startswith(FILE_API_PREFIXES):
+            return await files_api(request)
         problem: ApiError = EndpointNotFound(request.method, request.scope["path"])
         if request.scope["path"] in paths:
             problem = InvalidParameterValue(f"Method {request.method} is not allowed for {request.scope['path']}.")
@@ -312,6 +318,7 @@ def api_table(services: Services) -> dict[tuple[str, str], Endpoint]:
           done(lambda c: secrets.put(c["scope"], c["key"], c["string_value"], c["bytes_value"])), "POST")
     route("/api/2.0/secrets/list", lambda c: {"secrets": secrets.list(c["scope"])})
     route("/api/2.0/secrets/delete", done(lambda c: secrets.delete(c["scope"], c["key"])), "POST")
+    route("/api/2.0/secrets/get", run_secret)  # the workspace's user and its runs, as on Databricks
     # clusters
     for version in ("2.0", "2.1"):  # the CLI and Airflow call 2.0, databricks-sdk 2.1
         route(f"/api/{version}/clusters/list", lambda c: {"clusters": services.clusters()})
