@@ -27,3 +27,13 @@ def test_on_a_terminal_the_live_line_counts_seconds_and_stays_below_ordinary_lin
     assert shown.startswith(f"starting local Spark …\nstarting local Spark … 0 s{CLEAR}[databricks] running … 0 s")
     assert f"{CLEAR}[databricks] RUNNING\n[databricks] running … 0 s" in shown
     assert out.getvalue().endswith(CLEAR)  # nothing of the live line is left behind
+
+
+def test_a_phase_ending_after_close_is_harmless() -> None:
+    # A stop closes the console while a background phase (Spark's warm-up) is still open.
+    out = io.StringIO()
+    console = Console(out, live=True)
+    with console.phase("starting local Spark"):
+        console.close()
+    console.say("after")
+    assert out.getvalue().endswith("after\n")

@@ -176,7 +176,7 @@ def _databricks(args: argparse.Namespace, graph: Any, nodes: Sequence[Any], data
                 if pool is not None:
                     servers = getattr(pool, "server_pids", list)
                     stopper.on_last_resort(lambda: _kill(servers()))  # empty once the pool has closed
-                    _warm_up_spark(pool, data_dir, console)
+                    _warm_up_spark(pool, data_dir, console, stopper)
             console.say(f"  mount: {BLOB_STORE_MOUNT} -> {data_dir / DATASTORE}")
             upload_notebooks(workspace.client, graph, nodes, args.notebooks)
             # No cluster libraries by default (the demo's azureml-mlflow is provided by the local
@@ -187,7 +187,7 @@ def _databricks(args: argparse.Namespace, graph: Any, nodes: Sequence[Any], data
             _end_spark_left_behind(data_dir)
 
 
-def _warm_up_spark(pool: Any, data_dir: Path, console: Console) -> None:
+def _warm_up_spark(pool: Any, data_dir: Path, console: Console, stopper: Stopper) -> None:
     """Start the default Spark server now, in the background, and say what is happening: the
     Databricks node would otherwise wait in PENDING, silent, for the whole cold start."""
     first = not (data_dir / "metastore" / "samples-installed").exists()
@@ -199,7 +199,8 @@ def _warm_up_spark(pool: Any, data_dir: Path, console: Console) -> None:
             with console.phase(text):
                 pool.acquire({}, 0).release()
         except Exception as error:  # the node's run reports the failure in full
-            console.say(f"local Spark did not start: {str(error).splitlines()[0]}")
+            if stopper.signum is None:  # a stop closes the pool under the start: nothing to say
+                console.say(f"local Spark did not start: {str(error).splitlines()[0]}")
             return
         console.say(f"local Spark ready after {time.monotonic() - started:.0f} s")
 

@@ -56,7 +56,8 @@ class Console:
             yield
         finally:
             with self._lock:
-                self._phases.remove(entry)
+                if entry in self._phases:  # close() may have cleared them meanwhile
+                    self._phases.remove(entry)
                 self._clear()
                 self._draw()
                 self.stream.flush()
