@@ -6,7 +6,9 @@ handlers only read what these threads persist. The scheduler changes typed recor
 and persists them; the API renders them on read. Its parts live beside it: the lifecycle rules
 (lifecycle.py), a run's state from its tasks' (aggregate.py), what only a run in flight has
 (flight.py), run tokens (tokens.py), concurrency slots (slots.py), time and timeouts (clock.py),
-and ending what a crashed server left in flight (recovery.py).
+ending what a crashed server left in flight (recovery.py), and what a repair re-runs (repair.py).
+A little over 400 lines: what is left here is the one state machine of a run in flight, whose
+threads share its locks and flags, and splitting it would spread that locking over modules.
 """
 
 from __future__ import annotations
