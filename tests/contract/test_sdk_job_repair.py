@@ -68,7 +68,8 @@ def test_repair_reruns_failed_tasks_inside_the_same_run(client: WorkspaceClient,
 
     assert repaired.run_id == run.run_id
     assert repaired.state.result_state == RunResultState.SUCCESS
-    now = {t.task_key: t for t in repaired.tasks}
+    assert len(repaired.tasks) == 5  # every attempt is listed, as on Databricks
+    now = {t.task_key: t for t in sorted(repaired.tasks, key=lambda t: t.attempt_number)}
     assert now["ok"].run_id == first["ok"].run_id  # a task that succeeded is left as it was
     for key in ("flaky", "after"):
         assert now[key].run_id != first[key].run_id
@@ -167,3 +168,20 @@ def test_reset_and_update_refuse_bad_settings(client: WorkspaceClient, paths: di
     with pytest.raises(DatabricksError, match="does not exist"):
         client.jobs.reset(987654, JobSettings(name="x", tasks=[job_task("a", paths["ok"])]))
     assert client.jobs.get(job_id).settings.name == "kept"
+
+
+def test_a_repaired_single_task_run_on_api_2_0(client: WorkspaceClient, paths: dict[str, str],
+                                               tmp_path: Path) -> None:
+    flag = tmp_path / "flag"
+    body = {"run_name": "legacy", "existing_cluster_id": "local",
+            "notebook_task": {"notebook_path": paths["flag"], "base_parameters": {"flag": str(flag)}}}
+    run_id = client.api_client.do("POST", "/api/2.0/jobs/runs/submit", body=body)["run_id"]
+    first = client.jobs.wait_get_run_job_terminated_or_skipped(run_id, timeout=WAIT)
+    assert first.state.result_state == RunResultState.FAILED
+    flag.write_text("x")
+    client.jobs.repair_run(run_id, rerun_all_failed_tasks=True).result(timeout=WAIT)
+
+    legacy = client.api_client.do("GET", "/api/2.0/jobs/runs/get", query={"run_id": run_id})
+    assert legacy["state"]["result_state"] == "SUCCESS" and legacy["task"]["notebook_task"]
+    output = client.api_client.do("GET", "/api/2.0/jobs/runs/get-output", query={"run_id": run_id})
+    assert output["notebook_output"]["result"] == "fixed"

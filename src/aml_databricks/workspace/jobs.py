@@ -329,7 +329,7 @@ class Jobs:
     @staticmethod
     def _add_legacy_fields(doc: dict[str, Any]) -> None:
         """API 2.0's single-task shape: `task`, `cluster_spec` and `cluster_instance` at the top."""
-        (only,) = doc["tasks"]
+        only = doc["tasks"][-1]  # the latest attempt, once the run has been repaired
         doc["task"] = {k: only[k] for k in LEGACY_TASK_FIELDS if k in only}
         doc["cluster_spec"] = {k: only[k] for k in ("existing_cluster_id", "new_cluster", "libraries")
                                if k in only}

@@ -205,8 +205,9 @@ class Run:
 
 
 def latest_attempts(task_runs: list[TaskRun]) -> list[TaskRun]:
-    """Each task's latest attempt, in the order the tasks were first run: what runs/get shows in `tasks`
-    once a run has been repaired (earlier attempts stay reachable by their run ids)."""
+    """Each task's latest attempt, in the order the tasks were first run: what a repaired run's result
+    is worked out from. (runs/get lists every attempt in `tasks`, as Databricks does: clients such as
+    Airflow's sort them by start time to find the latest.)"""
     latest: dict[str, TaskRun] = {}
     for task in task_runs:
         if task.task_key not in latest or task.run_id > latest[task.task_key].run_id:
