@@ -54,6 +54,11 @@ def test_notebook_operator_finds_its_task(venv: Path, workspace: LocalWorkspace,
     assert seen["task"]  # the operator found its own task in runs/get and watched it to SUCCESS
 
 
+def test_task_operator_finds_its_task(venv: Path, workspace: LocalWorkspace, notebooks: dict[str, str]) -> None:
+    seen = airflow(venv, workspace, "task", notebooks["ok"])
+    assert seen["task"]
+
+
 def test_run_now_with_repair_run(venv: Path, workspace: LocalWorkspace, notebooks: dict[str, str]) -> None:
     seen = airflow(venv, workspace, "repair", notebooks["fails_once"])
     assert seen == {"result": "SUCCESS", "history": ["ORIGINAL", "REPAIR"]}

@@ -22,6 +22,7 @@ from airflow.providers.databricks.operators.databricks import (  # noqa: E402
     DatabricksNotebookOperator,
     DatabricksRunNowOperator,
     DatabricksSubmitRunOperator,
+    DatabricksTaskOperator,
 )
 from airflow.sdk import DAG  # noqa: E402
 from airflow.sdk.exceptions import AirflowException  # noqa: E402
@@ -45,6 +46,14 @@ def notebook(ok):
     with DAG("airflow_notebook", schedule=None):
         op = DatabricksNotebookOperator(task_id="nb", notebook_path=ok, source="WORKSPACE",
                                         existing_cluster_id="local", **FAST)
+    op.execute({})
+    return {"run_id": op.databricks_run_id, "task": op._get_current_databricks_task()["task_key"]}
+
+
+def task(ok):
+    with DAG("airflow_task", schedule=None):
+        op = DatabricksTaskOperator(task_id="tk", existing_cluster_id="local", **FAST,
+                                    task_config={"notebook_task": {"notebook_path": ok, "source": "WORKSPACE"}})
     op.execute({})
     return {"run_id": op.databricks_run_id, "task": op._get_current_databricks_task()["task_key"]}
 
