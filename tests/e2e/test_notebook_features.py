@@ -28,10 +28,12 @@ from databricks.sdk.service.jobs import (
     TaskDependency,
 )
 
-from aml_databricks.compute.clusters import ClusterPool
-from aml_databricks.compute.process import DriverExecutor
+from aml_databricks.compute.host.pool import ClusterPool
+from aml_databricks.compute.host.process import DriverExecutor
 from aml_databricks.workspace import LocalWorkspace
 from tests.fixtures_workspace import upload_notebook
+
+pytestmark = pytest.mark.server
 
 WAIT = timedelta(seconds=120)
 SEP = "\n\n# COMMAND ----------\n\n"

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.server, pytest.mark.subprocess]
 pytest.importorskip("azure.ai.ml")
 pytest.importorskip("mlflow")
 
@@ -55,7 +55,7 @@ def mlflow_run(data_dir: Path, run_id: str) -> Any:
 
 
 def assert_no_process_left(data_dir: Path) -> None:
-    from aml_databricks.compute.clusters import jvm_pids
+    from aml_databricks.compute.host.pool import jvm_pids
 
     assert jvm_pids(data_dir) == [], "a Spark server outlived the pipeline run"
 

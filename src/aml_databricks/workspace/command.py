@@ -98,7 +98,7 @@ def load_table_command(args: argparse.Namespace) -> int:
         raise MissingExtraError("local", "the local workspace") from exc
     from databricks.sdk.service.jobs import RunResultState, SparkPythonTask, SubmitTask
 
-    from aml_databricks.compute import load_table_task
+    from aml_databricks.compute.driver import load_table_task
 
     if not args.file.exists():
         raise UsageError(f"no such file or folder: {args.file}")

@@ -24,6 +24,15 @@ class MalformedRequest(ApiError):
     error_code = "MALFORMED_REQUEST"
 
 
+class RequestTooLarge(InvalidParameterValue):
+    # 413 so a proxy-aware client knows resending won't help; the error_code is one every SDK maps to
+    # a bad-request error, never to a retryable one.
+    status = 413
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"The request is larger than the {limit // (1024 * 1024)} MB the API accepts.")
+
+
 class InvalidState(ApiError):
     error_code = "INVALID_STATE"
 
@@ -93,3 +102,8 @@ class TemporarilyUnavailable(ApiError):
 class InternalError(ApiError):
     status = 500
     error_code = "INTERNAL_ERROR"
+
+
+class SourceNotFound(Exception):
+    """A task's notebook or python file is not there when its run starts: the task run ends
+    INTERNAL_ERROR with RESOURCE_NOT_FOUND (not an API error: the request was accepted earlier)."""

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 
 from aml_databricks.compute.executor import Executor, SparkProvider
+from aml_databricks.compute.protocol import FileSystem
 from aml_databricks.errors import UsageError
 from aml_databricks.workspace.app import Services, build_app
 from aml_databricks.workspace.mlflow_api import MlflowProxy
@@ -182,12 +183,9 @@ class LocalWorkspace:
 
     def fs_table(self) -> dict[str, Any]:
         """The driver protocol's `fs` object: where DBFS, volumes, mounts and storage URIs live locally."""
-        return {
-            "dbfs_root": str(self.data_dir / "dbfs"),
-            "volumes_root": str(self.data_dir / "volumes"),
-            "mounts": {point: local for point, (_, local) in self.store.mounts().items()},
-            "storage": {uri: str(path) for uri, path in self.storage.items()},
-        }
+        mounts = {point: local for point, (_, local) in self.store.mounts().items()}
+        storage = {uri: str(path) for uri, path in self.storage.items()}
+        return FileSystem.of_data_dir(self.data_dir, mounts, storage).to_json()
 
     # -- parts ----------------------------------------------------------------------------
 
@@ -195,23 +193,26 @@ class LocalWorkspace:
         if self._spark_option is False:
             return None
         if self._spark_option is True:
-            from aml_databricks.compute.clusters import ClusterPool
+            from aml_databricks.compute.host.pool import ClusterPool
 
             return ClusterPool(self.data_dir)
         return self._spark_option
 
     def _default_executor(self) -> Executor:
-        from aml_databricks.compute.libraries import LibraryInstaller
-        from aml_databricks.compute.process import DriverExecutor
+        from aml_databricks.compute.host.libraries import LibraryInstaller
+        from aml_databricks.compute.host.process import DriverExecutor
 
         # With Spark, fork drivers from a warm parent that has pyspark imported: 0.5 s a run instead of 1.6 s.
         return DriverExecutor(self.data_dir, spark=self.spark, libraries=LibraryInstaller(self.data_dir).install,
                               prefork=self.spark is not None)
 
     def _clusters(self) -> list[dict[str, Any]]:
-        describe = getattr(self.spark, "describe", None)
-        if describe is not None:
-            return list(describe())
+        from aml_databricks.compute.host.pool import ClusterPool
+
+        if isinstance(self.spark, ClusterPool):
+            from aml_databricks.workspace import clusters
+
+            return clusters.describe(self.spark)
         return [{"cluster_id": "local", "cluster_name": "local", "state": "RUNNING",
                  "spark_version": "local", "num_workers": 0, "cluster_source": "UI"}]
 

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from aml_databricks.compute.libraries import LibraryInstaller, LibraryInstallError
+from aml_databricks.compute.host.libraries import LibraryInstaller, LibraryInstallError
+
+pytestmark = pytest.mark.subprocess  # pip
 
 
 def make_wheel(folder: Path, name: str = "amldbx_tiny", version: str = "0.1") -> Path:

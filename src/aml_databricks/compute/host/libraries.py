@@ -25,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from aml_databricks.compute.protocol import dbfs_root
 from aml_databricks.errors import AmlDatabricksError
 
 UNSUPPORTED = ("jar", "maven", "cran", "egg")
@@ -39,7 +40,7 @@ class LibraryInstaller:
     def __init__(self, data_dir: Path, *, pip_args: Sequence[str] = ()) -> None:
         """`pip_args` are added to every pip call (tests pass `--no-index --find-links DIR`)."""
         self.root = Path(data_dir).resolve() / "libraries"
-        self.dbfs_root = Path(data_dir).resolve() / "dbfs"
+        self.dbfs_root = dbfs_root(Path(data_dir).resolve())
         self.pip_args = list(pip_args)
 
     def install(self, libraries: list[dict[str, Any]], log: TextIO) -> list[Path]:
