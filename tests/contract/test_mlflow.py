@@ -10,13 +10,18 @@ import json
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from databricks.sdk import WorkspaceClient
+from databricks.sdk.service.compute import ClusterSpec
+from databricks.sdk.service.jobs import NotebookTask, RunResultState, SubmitTask
 
 from aml_databricks.workspace import LocalWorkspace
+from tests.fixtures_workspace import upload_notebook
 
 pytest.importorskip("mlflow.server", reason="the workspace's MLflow API needs the mlflow extra")
 pytest.importorskip("sklearn")
@@ -130,3 +135,36 @@ def test_mlflow_server_starts_on_first_use_restarts_after_a_crash_and_stops_with
         restarted = workspace.mlflow.server_pid
         assert restarted not in (None, backend)
     assert not Path(f"/proc/{restarted}").exists()  # stopped and reaped with the workspace
+
+
+NOTEBOOK = """\
+import os
+import mlflow
+print("token:", os.environ["DATABRICKS_TOKEN"])
+mlflow.set_tracking_uri("databricks")
+mlflow.set_experiment("/Users/local-user@localhost/from-a-notebook")
+with mlflow.start_run() as run:
+    mlflow.log_metric("accuracy", 0.91)
+dbutils.notebook.exit(run.info.run_id)
+"""
+
+
+@pytest.mark.parametrize("compute", [
+    {"existing_cluster_id": "local"},
+    # a runtime version: DATABRICKS_RUNTIME_VERSION is set, so MLflow believes it runs on Databricks
+    {"new_cluster": ClusterSpec(spark_version="15.4.x-scala2.12", node_type_id="Standard_DS3_v2", num_workers=0)},
+], ids=["existing-cluster", "new-cluster-with-runtime"])
+def test_a_notebook_logs_to_the_workspace_with_the_databricks_uri(workspace: LocalWorkspace, client: WorkspaceClient,
+                                                                  compute: dict[str, Any]) -> None:
+    path = upload_notebook(client, "/Users/me/mlflow_notebook", NOTEBOOK)
+    run = client.jobs.submit(run_name="mlflow", tasks=[SubmitTask(
+        task_key="main", notebook_task=NotebookTask(notebook_path=path), **compute,
+    )]).result(timeout=timedelta(minutes=5))
+    assert run.tasks is not None
+    output = client.jobs.get_run_output(run.tasks[0].run_id)
+    assert run.state is not None and run.state.result_state == RunResultState.SUCCESS, output.error_trace
+    assert output.notebook_output is not None and output.notebook_output.result
+    logged = api(workspace, "GET", "/api/2.0/mlflow/runs/get",
+                 params={"run_id": output.notebook_output.result}).json()["run"]
+    assert {m["key"]: m["value"] for m in logged["data"]["metrics"]} == {"accuracy": 0.91}
+    assert "token: [REDACTED]" in (output.logs or "")  # the run's token, there for MLflow, is not shown
