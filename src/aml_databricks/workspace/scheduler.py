@@ -48,7 +48,7 @@ SourceResolver = Callable[[dict[str, Any]], tuple[str, str | None]]
 
 class Scheduler:
     def __init__(self, store: Store, executor: Executor, *, runs_dir: Path, resolve_source: SourceResolver,
-                 fs_table: Callable[[], dict[str, Any]] = dict, max_concurrent_tasks: int = 4,
+                 fs_table: Callable[[], dict[str, Any]], max_concurrent_tasks: int = 4,
                  clock: Clock | None = None) -> None:
         self.store = store
         self.fs_table = fs_table
