@@ -102,6 +102,10 @@ class MlflowProxy:
                 return await self._forward(request)
             except ApiError as error:
                 return JSONResponse(error.body(), status_code=error.status)
+            except Exception as exc:  # a bug (or a server that can't be started) still answers in Databricks' shape
+                log.exception("%s %s failed", request.method, request.scope["path"])
+                internal = InternalError(f"Local workspace error: {type(exc).__name__}: {exc}")
+                return JSONResponse(internal.body(), status_code=internal.status)
         return forward
 
     async def _forward(self, request: Request) -> Response:
