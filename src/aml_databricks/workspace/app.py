@@ -32,6 +32,7 @@ from aml_databricks.workspace.errors import (
 )
 from aml_databricks.workspace.faults import FaultInjector, parse_faults
 from aml_databricks.workspace.jobs import Jobs
+from aml_databricks.workspace.mlflow_api import MlflowProxy, is_mlflow_path
 from aml_databricks.workspace.models import FaultPlan, SecretPut, WorkspaceImport, parse
 from aml_databricks.workspace.objects import Objects, decode_content
 from aml_databricks.workspace.scheduler import Scheduler
@@ -73,7 +74,8 @@ class Services:
 
     def __init__(self, store: Store, scheduler: Scheduler, token: str, *,
                  clusters: Callable[[], list[dict[str, Any]]] | None = None,
-                 mounts: Callable[[], list[dict[str, str]]] | None = None) -> None:
+                 mounts: Callable[[], list[dict[str, str]]] | None = None,
+                 mlflow: MlflowProxy | None = None) -> None:
         self.store = store
         self.scheduler = scheduler
         self.token = token
@@ -82,6 +84,7 @@ class Services:
         self.secrets = Secrets(store)
         self.clusters = clusters or (lambda: [])
         self.mounts = mounts or (lambda: [])
+        self.mlflow = mlflow  # MLflow's API, forwarded to MLflow's own server (mlflow_api.py)
         self.faults: FaultInjector | None = None  # set by build_app; the admin endpoint changes it
 
 
@@ -91,6 +94,7 @@ def build_app(services: Services, *, faults: str | None = None, faults_seed: int
                                         lambda request: _authorize(request, services, "any"))
     table.update(storage)
     paths = {path for _, path in table}
+    mlflow = services.mlflow.endpoint(lambda request: _authorize(request, services, "any")) if services.mlflow else None
 
     async def api(request: Request) -> Response:
         # one dict lookup instead of Starlette matching ~80 route patterns in turn on every poll
@@ -99,6 +103,8 @@ def build_app(services: Services, *, faults: str | None = None, faults_seed: int
             return await endpoint(request)
         if request.scope["path"].startswith(FILE_API_PREFIXES):
             return await files_api(request)
+        if mlflow is not None and is_mlflow_path(request.scope["path"]):
+            return await mlflow(request)
         problem: ApiError = EndpointNotFound(request.method, request.scope["path"])
         if request.scope["path"] in paths:
             problem = InvalidParameterValue(f"Method {request.method} is not allowed for {request.scope['path']}.")
@@ -110,6 +116,7 @@ def build_app(services: Services, *, faults: str | None = None, faults_seed: int
         Route("/runs/{run_id:int}", lambda request: _run_page(services.jobs, request.path_params["run_id"]),
               methods=["GET"]),
         Route("/api/{rest:path}", api, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+        Route("/ajax-api/{rest:path}", api, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),  # MLflow's UI calls
     ]
     app: Any = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     injector = FaultInjector(app, parse_faults(faults), faults_seed,

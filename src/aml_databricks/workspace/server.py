@@ -32,6 +32,7 @@ from aml_databricks.compute.protocol import FileSystem
 from aml_databricks.errors import UsageError
 from aml_databricks.workspace.app import Services, build_app
 from aml_databricks.workspace.lock import DataDirLock, RunningWorkspace, WorkspaceInUseError, running_workspace
+from aml_databricks.workspace.mlflow_api import MlflowProxy
 from aml_databricks.workspace.objects import Objects
 from aml_databricks.workspace.scheduler import Scheduler
 from aml_databricks.workspace.store import Store
@@ -170,8 +171,9 @@ class LocalWorkspace:
         self.host = f"http://{shown_host}:{port}"
         self.scheduler.host = self.host
 
+        self.mlflow = MlflowProxy(self.data_dir)  # its server starts on the first MLflow call
         services = Services(self.store, self.scheduler, self.token, clusters=self._clusters,
-                            mounts=self._mount_list)
+                            mounts=self._mount_list, mlflow=self.mlflow)
         app = build_app(services, faults=self._faults[0], faults_seed=self._faults[1])
         config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
                                 timeout_graceful_shutdown=2)
@@ -236,6 +238,9 @@ class LocalWorkspace:
                 self._server.should_exit = True
                 if self._thread is not None:
                     self._thread.join(10)
+            mlflow = getattr(self, "mlflow", None)
+            if mlflow is not None:
+                mlflow.close()
             executor = getattr(self, "executor", None)
             if executor is not None:
                 executor.close()

@@ -7,6 +7,10 @@ so a move of that mapping is one import to change here.
 Confinement: a path with a `..` segment, a scheme other than `dbfs:`, or no leading `/` is refused,
 and so is any path whose real location (symlinks resolved) is outside the root it maps into. The
 roots themselves are the DBFS root, the volumes root and each mount's folder; nothing else is touched.
+
+The Files API also reaches MLflow's run and model artifacts, where Databricks keeps them for the MLflow
+client (`/WorkspaceInternal/Mlflow/Artifacts/<experiment id>/Runs/<run id>/...`): in `DATA_DIR/mlflow/artifacts`,
+beside the DBFS root (see mlflow_backend.py).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 from aml_databricks.workspace.errors import InvalidParameterValue
 
 VOLUMES = "/Volumes"
+MLFLOW_ARTIFACTS = "/WorkspaceInternal/Mlflow/Artifacts"
 
 
 def _mapper(fs_table: Mapping[str, Any]) -> Any:
@@ -57,8 +62,10 @@ class StoragePaths:
         return self._resolve(normalize(raw, what))
 
     def volume(self, raw: Any) -> StoragePath:
-        """A Files API path: inside a volume, `/Volumes/<catalog>/<schema>/<volume>[/...]`."""
+        """A Files API path: inside a volume, `/Volumes/<catalog>/<schema>/<volume>[/...]`, or MLflow's artifacts."""
         path = normalize(raw, "path")
+        if path.startswith(MLFLOW_ARTIFACTS + "/"):
+            return self._mlflow_artifact(path)
         if len(path.split("/")) < 5 or not path.startswith(VOLUMES + "/"):
             raise InvalidParameterValue(
                 f"Path ({path}) is not in a volume: the Files API takes /Volumes/<catalog>/<schema>/<volume>/...")
@@ -80,6 +87,13 @@ class StoragePaths:
     def mount_points(self) -> list[str]:
         """Mount points and `/Volumes`: folders that exist in the namespace whether or not the DBFS root has them."""
         return [*sorted(self._fs_table().get("mounts") or {}), VOLUMES]
+
+    def _mlflow_artifact(self, path: str) -> StoragePath:
+        root = Path(str(self._fs_table()["dbfs_root"])).parent / "mlflow" / "artifacts"
+        local = root.joinpath(*path[len(MLFLOW_ARTIFACTS) + 1:].split("/"))
+        if not _within(Path(os.path.realpath(local)), Path(os.path.realpath(root))):
+            raise InvalidParameterValue(f"Path ({path}) leads outside its storage root (a symbolic link).")
+        return StoragePath(path, local, root, local == root)
 
     def _resolve(self, path: str) -> StoragePath:
         table = self._fs_table()

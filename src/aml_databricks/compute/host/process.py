@@ -326,6 +326,11 @@ class DriverExecution:
         spec = self._launch.task
         if spec.runtime_version is not None:
             env["DATABRICKS_RUNTIME_VERSION"] = spec.runtime_version
+        if self._launch.api_host:
+            # what a notebook's own credentials give on Databricks: databricks-sdk and MLflow's "databricks"
+            # tracking URI reach this workspace as the run (the token is valid while the run is in flight)
+            env["DATABRICKS_HOST"] = self._launch.api_host
+            env["DATABRICKS_TOKEN"] = self._launch.run_token
         env.update(spec.spark_env_vars)
         return env
 
