@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from aml_databricks.compute.host.private import write_private
 from aml_databricks.errors import MissingExtraError, RunFailedError, UsageError
 
 SERVER_MARKER = "server.json"  # written while `workspace serve` runs: where it listens, its pid
@@ -75,7 +76,7 @@ def serve_command(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stop.set())
     workspace.start()
     marker = workspace.data_dir / SERVER_MARKER
-    marker.write_text(json.dumps({"host": workspace.host, "pid": os.getpid()}))
+    write_private(marker, json.dumps({"host": workspace.host, "pid": os.getpid()}))
     try:
         print(f"Local Databricks workspace at {workspace.host}", flush=True)
         print(f"  token: {workspace.token_source}", flush=True)

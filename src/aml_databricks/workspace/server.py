@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 
 from aml_databricks.compute.executor import Executor, SparkProvider
+from aml_databricks.compute.host.private import private_folder
 from aml_databricks.compute.protocol import FileSystem
 from aml_databricks.errors import UsageError
 from aml_databricks.workspace.app import Services, build_app
@@ -83,8 +84,7 @@ class LocalWorkspace:
         faults: str | None = None,
         faults_seed: int | None = None,
     ) -> None:
-        self.data_dir = Path(data_dir).resolve()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = private_folder(Path(data_dir).resolve())  # the token, run output: the user's alone
         self.token, self.token_source = resolve_token(self.data_dir, token)
         self._bind = (host, port)
         self.mounts = {k.rstrip("/"): Path(v).resolve() for k, v in (mounts or {}).items()}
