@@ -70,9 +70,11 @@ def living(pids: set[int]) -> set[int]:
 
 @pytest.fixture
 def tracked() -> Iterator[set[int]]:
+    """Pids to end after the test: the workspace and what it started, so a failure leaks no JVM."""
     pids: set[int] = set()
     yield pids
-    for pid in living(pids):  # whatever the test left, so a failure doesn't leak a JVM
+    left = {child for root in living(pids) for child in descendants(root)}
+    for pid in living(pids | left):
         os.kill(pid, signal.SIGKILL)
 
 
@@ -81,6 +83,7 @@ def kill_and_wait(process: subprocess.Popen[str], tracked: set[int]) -> set[int]
     tracked.update(descendants(process.pid))
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
+    tracked.discard(process.pid)  # reaped: its pid may be reused
     deadline = time.monotonic() + DEATH_DEADLINE_S
     while living(tracked) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -106,6 +109,7 @@ def connect(host: str) -> WorkspaceClient:
 @pytest.mark.spark
 def test_kill_9_with_spark_and_a_run_in_flight_leaves_nothing(tmp_path: Path, tracked: set[int]) -> None:
     process, host = serve(tmp_path / "data")
+    tracked.add(process.pid)
     client = connect(host)
     notebook = upload_notebook(
         client, "/Users/me/busy",
@@ -125,6 +129,7 @@ def test_kill_9_with_spark_and_a_run_in_flight_leaves_nothing(tmp_path: Path, tr
 
 def test_kill_9_without_spark_leaves_no_driver(tmp_path: Path, tracked: set[int]) -> None:
     process, host = serve(tmp_path / "data", "--no-spark")
+    tracked.add(process.pid)
     client = connect(host)
     notebook = upload_notebook(client, "/Users/me/slow", "import time\ntime.sleep(300)\n")
     running(client, notebook)
