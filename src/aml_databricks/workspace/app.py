@@ -35,6 +35,7 @@ from aml_databricks.workspace.jobs import Jobs
 from aml_databricks.workspace.mlflow_api import MlflowProxy, is_mlflow_path
 from aml_databricks.workspace.models import FaultPlan, SecretPut, WorkspaceImport, parse
 from aml_databricks.workspace.objects import Objects, decode_content
+from aml_databricks.workspace.openapi import describe
 from aml_databricks.workspace.scheduler import Scheduler
 from aml_databricks.workspace.secrets import Secrets
 from aml_databricks.workspace.storage_api import FILE_API_PREFIXES, storage_routes
@@ -111,7 +112,10 @@ def build_app(services: Services, *, faults: str | None = None, faults_seed: int
             problem.status = 405
         return ApiJSON(problem.body(), status_code=problem.status)
 
+    description = encode_json(describe(table))  # every route in the table, or `describe` raises
+
     routes = [
+        Route("/openapi.json", lambda _: Response(description, media_type="application/json"), methods=["GET"]),
         Route("/.well-known/databricks-config", _well_known, methods=["GET"]),
         Route("/runs/{run_id:int}", lambda request: _run_page(services.jobs, request.path_params["run_id"]),
               methods=["GET"]),

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import uvicorn
 
 from aml_databricks.compute.executor import Executor, SparkProvider
+from aml_databricks.compute.host.private import private_folder
 from aml_databricks.compute.protocol import FileSystem
 from aml_databricks.errors import UsageError
 from aml_databricks.workspace.app import Services, build_app
@@ -98,8 +99,7 @@ class LocalWorkspace:
         """`spark=False` runs notebooks without Spark (no `spark` global; starts in well under a second).
         `if_running`: what to do when a live process already serves `data_dir` — use it, or raise
         `WorkspaceInUseError`. `say` prints the one-line notices (default: stderr)."""
-        self.data_dir = Path(data_dir).resolve()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = private_folder(Path(data_dir).resolve())  # the token, run output: the user's alone
         self._token_option = token
         self.token, self.token_source = "", ""
         self._bind = (host, port)

@@ -36,7 +36,7 @@ import sys
 import threading
 from typing import Any
 
-from aml_databricks.compute.host import procs
+from aml_databricks.compute.host import lifeline, procs
 from aml_databricks.compute.protocol import SECRET_FD_ENV
 
 _MAX_MESSAGE = 1 << 20
@@ -135,8 +135,10 @@ class DriverForkServer:
         self._socket.settimeout(SPAWN_TIMEOUT_S)
         self._lock = threading.Lock()
         self._broken = False
-        self._process = subprocess.Popen(
+        # SIGTERM when the workspace dies: `serve` turns it into an exit that ends every driver first.
+        self._process = lifeline.popen(
             [sys.executable, "-m", "aml_databricks.compute.host.forkserver", str(theirs.fileno())],
+            death_signal=signal.SIGTERM,
             pass_fds=(theirs.fileno(),),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -196,6 +198,7 @@ def serve(fd: int) -> None:
 
     with contextlib.suppress(ImportError):  # the heavy part a fresh driver would pay on every run
         import pyspark.sql.connect.session  # noqa: F401
+    signal.signal(signal.SIGTERM, _exit_on_signal)  # the workspace died: end the drivers (finally) and go
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the drivers; pidfds still report their end
     children: dict[int, int] = {}  # pid -> pidfd of each driver still running
     try:
@@ -205,6 +208,10 @@ def serve(fd: int) -> None:
         for pid, pidfd in children.items():
             if not select.select([pidfd], [], [], 0)[0]:
                 procs.send(pid, signal.SIGKILL, group=True)
+
+
+def _exit_on_signal(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _serve(channel: socket.socket, children: dict[int, int], main: Any) -> None:
@@ -219,8 +226,11 @@ def _serve(channel: socket.socket, children: dict[int, int], main: Any) -> None:
             if select.select([pidfd], [], [], 0)[0]:
                 os.close(children.pop(pid))
         request = json.loads(message)
+        server_pid = os.getpid()
         pid = os.fork()
         if pid == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            lifeline.arm(signal.SIGKILL, server_pid)  # a fork server killed outright takes its drivers
             channel.close()
             for pidfd in children.values():
                 os.close(pidfd)

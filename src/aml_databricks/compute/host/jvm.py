@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from aml_databricks.compute.host import procs
+from aml_databricks.compute.host import lifeline, procs
 from aml_databricks.compute.host.cluster_specs import DEFAULT_CLUSTER_ID
+from aml_databricks.compute.host.private import open_private, private_folder
 from aml_databricks.compute.protocol import dbfs_root
 from aml_databricks.errors import AmlDatabricksError
 
@@ -159,9 +160,8 @@ class JvmLauncher:
         return control_client(remote)
 
     def _cluster_dir(self, server: Server) -> Path:
-        path = self.data_dir / "clusters" / server.cluster_id
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        private_folder(self.data_dir / "clusters")  # server logs carry run errors
+        return private_folder(self.data_dir / "clusters" / server.cluster_id)
 
     def _metastore_dir(self, server: Server) -> Path:
         if server.cluster_id == DEFAULT_CLUSTER_ID:
@@ -231,12 +231,13 @@ class JvmLauncher:
         for name in ("PYSPARK_DRIVER_PYTHON", "SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE", "SPARK_LOCAL_REMOTE"):
             env.pop(name, None)
         log_path = self._cluster_dir(server) / "server.log"
-        with log_path.open("ab") as log_file:
+        with open_private(log_path, "ab") as log_file:  # run errors and their values end up here
             log_file.write(f"--- starting {server.cluster_id} on port {server.port}\n".encode())
             log_file.flush()
             # A session of its own: Ctrl-C in the workspace's terminal must not kill the JVM before
-            # the pool had a chance to interrupt the runs on it.
-            server.process = subprocess.Popen(
+            # the pool had a chance to interrupt the runs on it. Armed to die with the workspace: a
+            # JVM is ~0.5 GB, and a kill -9 of the workspace must not leave it running.
+            server.process = lifeline.popen(
                 command,
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,

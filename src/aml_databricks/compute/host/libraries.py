@@ -31,6 +31,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from aml_databricks.compute.host import lifeline
 from aml_databricks.compute.protocol import dbfs_root
 from aml_databricks.errors import AmlDatabricksError
 
@@ -131,19 +132,23 @@ class LibraryInstaller:
             command += ["-r", argument[3:]] if argument.startswith("-r ") else [argument]
         log.write(f"libraries: pip install {' '.join(requirements)} -> {target}\n")
         log.flush()
+        # armed to die with the workspace: an install must not go on after a kill -9 of it
+        pip = lifeline.popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL
+        )
         try:
-            result = subprocess.run(
-                command, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, stdin=subprocess.DEVNULL
-            )
+            stdout, stderr = pip.communicate(timeout=PIP_TIMEOUT_S)
         except subprocess.TimeoutExpired as error:
+            pip.kill()
+            pip.communicate()
             shutil.rmtree(staging, ignore_errors=True)
             raise LibraryInstallError(f"pip install timed out after {PIP_TIMEOUT_S} s") from error
-        log.write(result.stdout)
-        log.write(result.stderr)
+        log.write(stdout)
+        log.write(stderr)
         log.flush()
-        if result.returncode != 0:
+        if pip.returncode != 0:
             shutil.rmtree(staging, ignore_errors=True)
-            said = "\n".join((result.stderr or result.stdout).strip().splitlines()[-5:])
+            said = "\n".join((stderr or stdout).strip().splitlines()[-5:])
             raise LibraryInstallError(
                 f"could not install {', '.join(r.split('#', 1)[0] for r in requirements)}; pip said: {said}"
             )

@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 from aml_databricks.compute.driver.redaction import Redactor
+from aml_databricks.compute.host.private import open_private
 
 # A line still without its newline (a prompt, a progress bar) is written after this long.
 _FLUSH_PARTIAL_AFTER_S = 0.1
@@ -38,7 +39,7 @@ class LogPump:
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        with open(self._log_path, "ab") as log:
+        with open_private(self._log_path, "ab") as log:
             try:
                 self._copy(log.fileno())
             finally:

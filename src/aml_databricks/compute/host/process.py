@@ -17,14 +17,15 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from databricks.sdk.service.jobs import RunResultState, TerminationCodeCode
 
 from aml_databricks.compute.executor import SparkLease, SparkProvider, TaskLaunch, TaskOutcome
-from aml_databricks.compute.host import procs
+from aml_databricks.compute.host import lifeline, procs
 from aml_databricks.compute.host.forkserver import DriverForkServer, ForkedDriver, Standby
 from aml_databricks.compute.host.logpump import LogPump
+from aml_databricks.compute.host.private import open_private, private_folder, write_private
 from aml_databricks.compute.host.standby import StandbySlot, session_of
 from aml_databricks.compute.protocol import SECRET_FD_ENV, DriverResult, DriverTask, SparkConnection
 
@@ -169,7 +170,8 @@ class DriverExecution:
 
     def _run(self) -> None:
         try:
-            self._run_dir.mkdir(parents=True, exist_ok=True)
+            private_folder(self._run_dir.parent)  # runs/: run output is the workspace user's alone
+            private_folder(self._run_dir)
             (self._run_dir / "result.json").unlink(missing_ok=True)  # a stale result must not be read
             python_path = self._libraries()
             if python_path is None:
@@ -208,8 +210,8 @@ class DriverExecution:
         if not libraries or self._install_libraries is None:
             return []
         try:
-            with open(self._run_dir / "output.log", "a") as log:
-                paths = self._install_libraries(libraries, log)
+            with open_private(self._run_dir / "output.log", "a") as log:
+                paths = self._install_libraries(libraries, cast(TextIO, log))
         except Exception as error:
             self._finish(_failed(TerminationCodeCode.LIBRARY_INSTALLATION_ERROR, f"{type(error).__name__}: {error}"))
             return None
@@ -273,7 +275,7 @@ class DriverExecution:
             output_read, output_write = os.pipe()
             secrets_read, secrets_write = os.pipe()
             try:
-                self._process = self._fork(output_write, secrets_write) or subprocess.Popen(
+                self._process = self._fork(output_write, secrets_write) or lifeline.popen(
                     [sys.executable, "-m", "aml_databricks.compute.driver", str(self._run_dir)],
                     stdin=subprocess.DEVNULL,
                     stdout=output_write,
@@ -293,7 +295,7 @@ class DriverExecution:
             self._pump = LogPump(output_read, secrets_read, self._run_dir / "output.log")
             self._pump.start()
             # lets a restarted workspace end a driver that a crash of this one left behind
-            (self._run_dir / "driver.pid").write_text(str(self._process.pid))
+            write_private(self._run_dir / "driver.pid", str(self._process.pid))
             return self._process
 
     def _fork(self, output_fd: int, secrets_fd: int) -> ForkedDriver | None:
