@@ -16,7 +16,18 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from aml_databricks.workspace.models import MAX_INT64, FaultPlan, RunNow, RunSettings, SecretPut, WorkspaceImport
+from aml_databricks.workspace.models import (
+    MAX_INT64,
+    CancelAllRuns,
+    FaultPlan,
+    JobReset,
+    JobUpdate,
+    RepairRun,
+    RunNow,
+    RunSettings,
+    SecretPut,
+    WorkspaceImport,
+)
 
 INT64: dict[str, Any] = {"type": "integer", "format": "int64", "minimum": 0, "maximum": MAX_INT64}
 STRING: dict[str, Any] = {"type": "string"}
@@ -51,7 +62,7 @@ PARAMETERS: dict[str, list[Param]] = {
     "/local/admin/inject": [("run_id", INT64, True), ("life_cycle_state", STRING, True),
                             ("seconds", {"type": "number"}, False), ("state_message", STRING, False)],
     "/jobs/runs/submit": [],
-    "/jobs/runs/get": [("run_id", INT64, True)],
+    "/jobs/runs/get": [("run_id", INT64, True), ("include_history", BOOLEAN, False)],
     "/jobs/runs/get-output": [("run_id", INT64, True)],
     "/jobs/runs/cancel": [("run_id", INT64, True)],
     "/jobs/runs/delete": [("run_id", INT64, True)],
@@ -67,6 +78,10 @@ PARAMETERS: dict[str, list[Param]] = {
                    ("name", STRING, False), ("page_token", STRING, False), ("expand_tasks", BOOLEAN, False)],
     "/jobs/delete": [("job_id", INT64, True)],
     "/jobs/run-now": [],
+    "/jobs/runs/cancel-all": [],
+    "/jobs/runs/repair": [],
+    "/jobs/reset": [],
+    "/jobs/update": [],
     "/dbfs/get-status": [("path", STRING, True)],
     "/dbfs/list": [("path", STRING, True)],
     "/dbfs/read": [("path", STRING, True), ("offset", INT64, False), ("length", INT64, False)],
@@ -88,6 +103,10 @@ BODIES: dict[tuple[str, str], type[BaseModel]] = {
     ("POST", "/jobs/runs/submit"): RunSettings,
     ("POST", "/jobs/create"): RunSettings,
     ("POST", "/jobs/run-now"): RunNow,
+    ("POST", "/jobs/runs/cancel-all"): CancelAllRuns,
+    ("POST", "/jobs/runs/repair"): RepairRun,
+    ("POST", "/jobs/reset"): JobReset,
+    ("POST", "/jobs/update"): JobUpdate,
 }
 
 _PREFIX = re.compile(r"^/api/[^/]+")
