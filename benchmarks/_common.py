@@ -87,7 +87,7 @@ class CountingProxy:
     def __init__(self, upstream: str) -> None:
         self.upstream = urlsplit(upstream)
         self.polls: dict[int, list[float]] = defaultdict(list)
-        self.submitted: list[tuple[float, int]] = []  # (answered at, run id)
+        self.submitted: list[tuple[float, int, str]] = []  # (answered at, run id, run name)
         self._lock = threading.Lock()
         proxy = self
 
@@ -119,8 +119,9 @@ class CountingProxy:
                 self.wfile.write(data)
                 upstream.close()
                 if parts.path.endswith("/jobs/runs/submit") and response.status == 200:
+                    name = str(json.loads(body or b"{}").get("run_name"))
                     with proxy._lock:
-                        proxy.submitted.append((time.time(), int(json.loads(data)["run_id"])))
+                        proxy.submitted.append((time.time(), int(json.loads(data)["run_id"]), name))
 
             do_GET = do_POST = _forward
 

@@ -43,11 +43,11 @@ import sys
 from datetime import timedelta
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.service.jobs import NotebookTask, SubmitTask
-host, token, path, seconds = sys.argv[1:5]
+host, token, path, seconds, name = sys.argv[1:6]
 w = WorkspaceClient(host=host, token=token, auth_type="pat")
 task = SubmitTask(task_key="t", existing_cluster_id="local",
                   notebook_task=NotebookTask(notebook_path=path, base_parameters={"seconds": seconds}))
-run = w.jobs.submit(run_name="sdk", tasks=[task]).result(timeout=timedelta(hours=1))
+run = w.jobs.submit(run_name=name, tasks=[task]).result(timeout=timedelta(hours=1))
 sys.exit(0 if run.state.result_state.value == "SUCCESS" else 1)
 """
 
@@ -57,32 +57,32 @@ def _step_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "aml_databricks.cli"]
 
 
-def ours(host: str, token: str, seconds: float, workdir: Path) -> subprocess.Popen[bytes]:
+def ours(host: str, token: str, seconds: float, workdir: Path, name: str) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABRICKS_", "AZUREML_", "AML_DATABRICKS_"))}
-    env.update(DATABRICKS_TOKEN=token, AZUREML_RUN_ID=f"bench_{uuid.uuid4().hex[:12]}")
+    env.update(DATABRICKS_TOKEN=token, AZUREML_RUN_ID=name)  # the run's name, by default
     out = workdir / uuid.uuid4().hex[:8]
     args = ["run", "--databricks-host", host, "--notebook_path", NOTEBOOK_PATH, "--existing-cluster-id", "local",
             "--pypi", "", "--param", f"seconds={seconds}", "--output", str(out), "--no-require-output"]
     return subprocess.Popen([*_step_command(), *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def sdk(host: str, token: str, seconds: float, workdir: Path) -> subprocess.Popen[bytes]:
+def sdk(host: str, token: str, seconds: float, workdir: Path, name: str) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATABRICKS_")}
-    return subprocess.Popen([sys.executable, "-c", SDK_SCRIPT, host, token, NOTEBOOK_PATH, str(seconds)],
+    return subprocess.Popen([sys.executable, "-c", SDK_SCRIPT, host, token, NOTEBOOK_PATH, str(seconds), name],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-CLIENTS: dict[str, Callable[[str, str, float, Path], subprocess.Popen[bytes]]] = {"ours": ours, "sdk": sdk}
+CLIENTS: dict[str, Callable[[str, str, float, Path, str], subprocess.Popen[bytes]]] = {"ours": ours, "sdk": sdk}
 
 
 def one(name: str, proxy: CountingProxy, direct: Any, token: str, seconds: float, workdir: Path) -> dict[str, Any]:
     """Start one client process and follow its run: start → submitted, end_time → exit, calls."""
-    before = len(proxy.submitted)
+    run_name = f"bench_{name}_{uuid.uuid4().hex[:12]}"  # finds this client's submit among concurrent ones
     started = time.time()
-    process = CLIENTS[name](proxy.host, token, seconds, workdir)
+    process = CLIENTS[name](proxy.host, token, seconds, workdir, run_name)
     code = process.wait()
     exited = time.time()
-    submits = proxy.submitted[before:]
+    submits = [(at, run_id) for at, run_id, named in list(proxy.submitted) if named == run_name]
     if code != 0 or not submits:
         raise RuntimeError(f"{name} exited {code} (submits seen: {len(submits)})")
     submitted_at, run_id = submits[0]

@@ -5,7 +5,8 @@
 Against a served local workspace, through a loopback proxy that counts runs/get calls per run.
 For every run length (2 s, 20 s, 120 s; 600 s with --long) all clients run side by side, several
 repetitions at once:
-  ours      aml-databricks run's library call (step.runner.run_step), default poll policy
+  ours      aml-databricks run's library call (step.runner.run_step), default poll policy; it asks
+            runs/get to hold (wait_seconds, which the local workspace honours)
   demo      the original demo's loop, as in shared/seed (databricks-cli RunsApi; it sleeps 10 s
             after seeing TERMINATED, so it returns 10-20 s late)
   sdk       databricks-sdk's `jobs.submit(...).result()` waiter
