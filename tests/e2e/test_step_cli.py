@@ -371,6 +371,7 @@ def test_results_become_tags_of_the_steps_mlflow_run(
         MLFLOW_EXPERIMENT_ID=experiment,
         MLFLOW_TRACKING_TOKEN="mlflow-token-secret-xyz",
         MLFLOW_ALLOW_FILE_STORE="true",
+        MLFLOW_ENABLE_ASYNC_LOGGING="true",  # queued tags must still be written before the fast exit
     )
     result = run_cli(["--notebook-path", notebooks["ok"], "--output", str(out), "--param", f"out={out}"], env)
     assert result.returncode == 0, result.stdout + result.stderr
