@@ -1,6 +1,7 @@
 """The step's way to the Databricks API: every call maps its errors to the step's, and can be abandoned.
 
-    connect(host, …)              a client (sdk.StepClient) with the step's retry budget, after a reachability probe
+    connect(host, …)              a client (sdk.StepClient) with the step's retry budget, after a reachability
+                                  probe (run beside the import of the SDK's client modules)
     Gateway(client)               one method per call the step makes (submit, runs/get, cancel, list, output,
                                   DBFS listing, the notebook check), each inside `api_errors`
     api_errors(what)              databricks-sdk errors → AuthError (401/403, exit 3), UsageError (400/404,
@@ -51,9 +52,21 @@ def connect(
     """A client with our retry budget. The host is probed first: the SDK would otherwise retry an
     unreachable host for the whole budget before saying anything. `mask` learns a token the SDK
     fetched itself, so no line can print it."""
-    _probe(host, connect_timeout, stop or threading.Event())
+    # The probe waits on the network while the SDK's client modules import (CPU): side by side.
+    probed: list[BaseException | None] = []
+    probe = threading.Thread(
+        target=lambda: probed.append(_probe_error(host, connect_timeout, stop or threading.Event())),
+        name="probe",
+        daemon=True,
+    )
+    probe.start()
+    import databricks.sdk.config  # noqa: F401  (the slow part of client_config)
+
     from aml_databricks.step.sdk import StepClient
 
+    probe.join()
+    if probed and probed[0] is not None:
+        raise probed[0]
     config = client_config(host, credentials, retry_budget=retry_budget)
     if mask is not None:
         mask(_bearer(config.authenticate()))
@@ -115,6 +128,14 @@ def _sdk_debug_log() -> Iterator[list[logging.LogRecord]]:
         sdk_log.removeHandler(handler)
         sdk_log.setLevel(level)
         sdk_log.propagate = propagate
+
+
+def _probe_error(host: str, budget: float, stop: threading.Event) -> BaseException | None:
+    try:
+        _probe(host, budget, stop)
+    except BaseException as error:
+        return error
+    return None
 
 
 def _probe(host: str, budget: float, stop: threading.Event) -> None:
