@@ -198,7 +198,8 @@ class _StepRun:
         first = self._first_look(run_id)
         seen = [first]  # what a poll abandoned on stop reports instead
 
-        hold = max(1, int(self.timing.poll_max_interval))  # a long-poll ends at least this often
+        # A long-poll ends at least this often; never longer than --poll-max-interval (below 1 s: none).
+        hold = int(self.timing.poll_max_interval)
 
         def poll() -> RunObservation:
             seen[0] = unless_stopped(
