@@ -5,7 +5,8 @@
 Against a served local workspace, through a loopback proxy that counts runs/get calls per run.
 For every run length (2 s, 20 s, 120 s; 600 s with --long) all clients run side by side, several
 repetitions at once:
-  ours      aml-databricks run's library call (step.runner.run_step), default poll policy
+  ours      aml-databricks run's library call (step.runner.run_step), default poll policy; it asks
+            runs/get to hold (wait_seconds, which the local workspace honours)
   demo      the original demo's loop, as in shared/seed (databricks-cli RunsApi; it sleeps 10 s
             after seeing TERMINATED, so it returns 10-20 s late)
   sdk       databricks-sdk's `jobs.submit(...).result()` waiter
@@ -19,78 +20,26 @@ Prints tables and writes benchmarks/results/wait_policy.json.
 from __future__ import annotations
 
 import argparse
-import http.client
 import io
 import itertools
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import median, print_table, served_workspace, write_json
+from _common import CountingProxy, median, print_table, served_workspace, write_json
 
 NOTEBOOK_PATH = "/Users/bench/sleep"
 NOTEBOOK = b"# Databricks notebook source\nimport time\ntime.sleep(float(dbutils.widgets.get('seconds')))\n"
 TERMINAL = {"TERMINATED", "SKIPPED", "INTERNAL_ERROR"}
-
-
-class CountingProxy:
-    """Forwards every request to the workspace; remembers when each run's runs/get was called."""
-
-    def __init__(self, upstream: str) -> None:
-        self.upstream = urlsplit(upstream)
-        self.polls: dict[int, list[float]] = defaultdict(list)
-        self._lock = threading.Lock()
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _forward(self) -> None:
-                parts = urlsplit(self.path)
-                if parts.path.endswith("/jobs/runs/get"):
-                    run_id = parse_qs(parts.query).get("run_id", ["0"])[0]
-                    with proxy._lock:
-                        proxy.polls[int(run_id)].append(time.time())
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
-                upstream = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=60)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
-                upstream.request(self.command, self.path, body=body, headers=headers)
-                response = upstream.getresponse()
-                data = response.read()
-                self.send_response(response.status)
-                for key, value in response.getheaders():
-                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
-                        self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-                upstream.close()
-
-            do_GET = do_POST = _forward
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.host = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
 
 
 # --- the clients: each submits one run of `seconds`, waits, returns (run_id, time it returned) ----

@@ -194,6 +194,24 @@ def test_json_output_format(workspace: LocalWorkspace, notebooks: dict[str, str]
     assert "run page:" in result.stderr
 
 
+def test_the_fast_exit_delivers_a_large_result_whole(workspace: LocalWorkspace, client: WorkspaceClient,
+                                                     tmp_path: Path) -> None:
+    """The step leaves with os._exit once its outputs are written: a result larger than a pipe's
+    buffer still reaches the reader whole, and run.json is on disk, with the run's exit code."""
+    path = upload_notebook(client, "/Users/step/big_exit", 'dbutils.notebook.exit("x" * 300_000)\n')
+    out = tmp_path / "o"
+    failing = upload_notebook(client, "/Users/step/big_fail", 'raise ValueError("y" * 300_000)\n')
+    for notebook, code in ((path, 0), (failing, 1)):
+        result = run_cli(["--notebook-path", notebook, "--output", str(out), "--no-require-output",
+                          "--output-format", "json"], cli_env(workspace))
+        assert result.returncode == code, result.stderr[-2000:]
+        document = json.loads(result.stdout)
+        assert document["exit_code"] == code
+        assert json.loads((out / "_databricks" / "run.json").read_text())["run_id"] == document["run_id"]
+    assert len(document["task_runs"][0]["error"]) > 100_000  # the failure's error, whole, in the last one
+    assert result.stderr.rstrip().endswith(document["message"])  # the closing line was flushed too
+
+
 def test_failure_exits_1_and_prints_error_and_trace(workspace: LocalWorkspace, notebooks: dict[str, str]) -> None:
     result = run_cli(["--notebook-path", notebooks["fail"]], cli_env(workspace))
     assert result.returncode == 1
@@ -355,6 +373,7 @@ def test_results_become_tags_of_the_steps_mlflow_run(
         MLFLOW_EXPERIMENT_ID=experiment,
         MLFLOW_TRACKING_TOKEN="mlflow-token-secret-xyz",
         MLFLOW_ALLOW_FILE_STORE="true",
+        MLFLOW_ENABLE_ASYNC_LOGGING="true",  # queued tags must still be written before the fast exit
     )
     result = run_cli(["--notebook-path", notebooks["ok"], "--output", str(out), "--param", f"out={out}"], env)
     assert result.returncode == 0, result.stdout + result.stderr

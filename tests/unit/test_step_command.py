@@ -82,3 +82,27 @@ def test_invalid_utf8_in_an_environment_variable_names_the_variable(
     assert main(DRY) == 2
     assert "AML_DATABRICKS_RUN_NAME is not valid UTF-8" in capsys.readouterr().err
     assert sys.getfilesystemencodeerrors() == "surrogateescape"  # the decoding this relies on
+
+
+def test_the_step_imports_only_the_sdk_modules_it_uses_and_the_sdk_still_works_whole() -> None:
+    """`defer_package_init` skips databricks-sdk's eager `__init__` (every service module); a later
+    `from databricks.sdk import WorkspaceClient` in the same process still gets the real thing."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from aml_databricks.step.sdk import defer_package_init\n"
+        "defer_package_init()\n"
+        "import aml_databricks.step.runner\n"
+        "from aml_databricks.step.sdk import StepClient\n"
+        "from databricks.sdk.config import Config\n"
+        "c = StepClient(Config(host='http://127.0.0.1:9', token='t', auth_type='pat', retry_timeout_seconds=1))\n"
+        "c.jobs, c.workspace\n"
+        "print('catalog' , 'databricks.sdk.service.catalog' in sys.modules)\n"
+        "from databricks.sdk import WorkspaceClient\n"
+        "print('client', WorkspaceClient.__module__)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["catalog False", "client databricks.sdk"]

@@ -67,7 +67,10 @@ class FakeApi:
             if self.ws.landed is None:
                 raise PermissionDenied("listing runs is not allowed")
             return {"runs": self.ws.active_runs()}
-        assert path.endswith("/jobs/runs/get")
+        assert path.endswith("/jobs/runs/get") and query is not None
+        self.ws.get_queries.append(dict(query))
+        if self.ws.refuses_wait and "wait_seconds" in query:  # a server that rejects unknown parameters
+            raise BadRequest("Unknown parameter wait_seconds")
         return self.ws.next_run()
 
 
@@ -100,6 +103,8 @@ class FakeWorkspace:
     submit_stuck: threading.Event | None = None
     submit_error: Exception | None = None
     landed: bool | None = True  # whether a submit that never answered started a run; None: can't list
+    refuses_wait: bool = False  # runs/get answers 400 to the wait_seconds long-poll parameter
+    get_queries: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.jobs = FakeJobs(self)
@@ -221,10 +226,37 @@ def test_stop_before_submit_submits_nothing() -> None:
 
 
 def test_notebook_not_found_and_forbidden() -> None:
-    with pytest.raises(UsageError, match="notebook /nb not found"):
-        step(FakeWorkspace(status_error=NotFound("Path (/nb) doesn't exist.")))
+    """The check runs beside the submit: a run submitted for a missing notebook is cancelled."""
+    missing = FakeWorkspace(status_error=NotFound("Path (/nb) doesn't exist."))
+    with pytest.raises(UsageError, match=r"notebook /nb not found in the workspace \(run 7 cancelled\)"):
+        step(missing)
+    assert missing.cancelled == [7]
+    forbidden = FakeWorkspace(status_error=PermissionDenied("no"))
     with pytest.raises(AuthError, match="permission denied"):
-        step(FakeWorkspace(status_error=PermissionDenied("no")))
+        step(forbidden)
+    assert forbidden.cancelled == [7]
+
+
+def test_a_missing_notebook_the_submit_also_rejects_is_named() -> None:
+    ws = FakeWorkspace(status_error=NotFound("Path (/nb) doesn't exist."), submit_error=BadRequest("bad notebook"))
+    with pytest.raises(UsageError, match=r"^notebook /nb not found in the workspace$"):
+        step(ws)
+    assert ws.cancelled == []
+
+
+def test_polls_ask_for_the_long_poll_and_a_server_that_refuses_it_is_polled_plainly() -> None:
+    honours = FakeWorkspace(states=[("RUNNING", None), ("RUNNING", None), ("TERMINATED", "SUCCESS")])
+    assert step(honours)[0].exit_code == 0
+    assert honours.get_queries[0] == {"run_id": 7}  # the first look after the submit is not held
+    assert all(q.get("wait_seconds") == 10 for q in honours.get_queries[1:])
+
+    refuses = FakeWorkspace(states=[("RUNNING", None), ("RUNNING", None), ("TERMINATED", "SUCCESS")],
+                            refuses_wait=True)
+    result, log = step(refuses)
+    assert result.exit_code == 0 and "error" not in log.lower()
+    held = [q for q in refuses.get_queries if "wait_seconds" in q]
+    assert len(held) == 1  # refused once, never asked again
+    assert refuses.polls == honours.polls
 
 
 def test_run_json_and_require_output(tmp_path: Path) -> None:
@@ -307,7 +339,9 @@ def test_stop_during_a_submit_stuck_in_retries_cancels_the_run_it_started(landed
         assert "carries idempotency token aml-dbx-" in log.getvalue()
 
 
-def test_stop_during_a_notebook_check_stuck_in_retries_submits_nothing() -> None:
+def test_stop_during_a_notebook_check_stuck_in_retries_cancels_the_run() -> None:
+    """The check runs beside the submit; a stop while it hangs does not wait for it: the run the
+    submit started is cancelled."""
     stop = StopRequest()
     ws = FakeWorkspace()
     storm_over, check_returned = threading.Event(), threading.Event()
@@ -324,8 +358,8 @@ def test_stop_during_a_notebook_check_stuck_in_retries_submits_nothing() -> None
         assert not check_returned.is_set()  # the step did not wait for the stuck call
     finally:
         storm_over.set()
-    assert caught.value.exit_code == 143 and "before submitting" in str(caught.value)
-    assert ws.submitted == []
+    assert caught.value.exit_code == 143 and "Databricks run 7 CANCELED" in str(caught.value)
+    assert ws.cancelled == [7]
 
 
 def _elapsed(log: str) -> list[float]:

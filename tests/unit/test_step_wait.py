@@ -210,3 +210,52 @@ def test_state_log_since_continues_an_earlier_timeline() -> None:
     lines: list[str] = []
     StateLog(lines.append, since=42.0)(RunObservation.from_response(body("TERMINATING")), 0.5)
     assert lines == ["[   42.5s] TERMINATING"]
+
+
+class HeldRun(ScriptedRun):
+    """A server with the long-poll: each call is held until the run's state changes or `hold`
+    seconds pass (the fake clock moves by the hold); `honours=False` is a server that ignores it."""
+
+    def __init__(self, clock: FakeClock, script: list[tuple[float, dict[str, Any]]], hold: float, honours: bool):
+        super().__init__(clock, script)
+        self.hold, self.honours = hold, honours
+
+    def __call__(self) -> RunObservation:
+        if self.honours:
+            now = self.clock.now
+            change = next((until for until, _ in self.script if until > now), now)
+            self.clock.now = min(now + self.hold, change)
+        return super().__call__()
+
+
+def held_wait(length: float, *, honours: bool) -> tuple[float, int]:
+    clock = FakeClock()
+    script = [(1.0, body("PENDING")), (length, body("RUNNING")), (1e9, body("TERMINATED", "SUCCESS"))]
+    poll = HeldRun(clock, script, hold=10.0, honours=honours)
+    outcome = wait_until_terminal(poll, clock=clock, stop=threading.Event(), policy=PollPolicy())
+    assert outcome.reason is EndReason.TERMINAL
+    return clock.now - length, poll.calls
+
+
+def test_a_long_poll_sees_the_end_at_once_with_one_call_per_hold() -> None:
+    """A 120 s run: the held calls cover the waiting, so the pause after each is used up."""
+    delay, calls = held_wait(120.0, honours=True)
+    assert delay == 0
+    assert calls <= 120 / 10 + 3  # one per hold, plus the state changes
+
+
+def test_a_server_that_ignores_the_long_poll_gets_the_ordinary_policy() -> None:
+    ignored = held_wait(120.0, honours=False)
+    plain = simulate(PollPolicy(), 120.0)
+    assert ignored == plain
+
+
+def test_the_time_a_poll_took_counts_toward_the_pause() -> None:
+    clock = FakeClock()
+
+    def slow_poll() -> RunObservation:
+        clock.now += 0.5  # a slow answer, not held on purpose
+        return RunObservation.from_response(body("RUNNING" if clock.now < 30 else "TERMINATED"))
+
+    wait_until_terminal(slow_poll, clock=clock, stop=threading.Event(), policy=PollPolicy())
+    assert clock.sleeps[0] == pytest.approx(PollPolicy().interval(0.5) - 0.5)

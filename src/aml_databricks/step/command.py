@@ -184,7 +184,7 @@ def add_parser(subparsers: Any) -> None:
         choices=OUTPUT_FORMATS,
         help="json: one result document on stdout, logs on stderr",
     )
-    p.set_defaults(func=run_command)
+    p.set_defaults(func=run_command, exit_fast=True)
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -200,10 +200,14 @@ def run_command(args: argparse.Namespace) -> int:
             env.get("ARM_CLIENT_SECRET", ""),
         ]
     )
-    values = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+    values = {k: v for k, v in vars(args).items() if k not in ("func", "command", "exit_fast")}
     try:
         settings = resolve(values, env)
-        # Imported after validation: bad input is reported without paying for databricks-sdk.
+        # Imported after validation: bad input is reported without paying for databricks-sdk, and
+        # then only the SDK modules the step uses (sdk.py).
+        from aml_databricks.step.sdk import defer_package_init
+
+        defer_package_init()
         from aml_databricks.step.runner import StopRequest, run_step
 
         # --dry-run's stdout is the payload alone (pipe it to a JSON tool); notices go to stderr.

@@ -1,6 +1,7 @@
 """The step's way to the Databricks API: every call maps its errors to the step's, and can be abandoned.
 
-    connect(host, …)              a WorkspaceClient with the step's retry budget, after a reachability probe
+    connect(host, …)              a client (sdk.StepClient) with the step's retry budget, after a reachability
+                                  probe (run beside the import of the SDK's client modules)
     Gateway(client)               one method per call the step makes (submit, runs/get, cancel, list, output,
                                   DBFS listing, the notebook check), each inside `api_errors`
     api_errors(what)              databricks-sdk errors → AuthError (401/403, exit 3), UsageError (400/404,
@@ -28,11 +29,11 @@ from aml_databricks.step.request import SubmitRequest, submission_id_of
 from aml_databricks.step.wait import RunObservation
 
 if TYPE_CHECKING:
-    from databricks.sdk import WorkspaceClient
     from databricks.sdk.config import Config
     from databricks.sdk.service.jobs import RunOutput
 
     from aml_databricks.step.auth import Credentials
+    from aml_databricks.step.sdk import DatabricksApis, StepClient
 
 STOP_CHECK_S = 0.05  # how often an API call stuck in the SDK's retries looks at the stop signal
 ACTIVE_RUN_PAGES = 4  # active runs looked through (25 a page) for one an abandoned submit started
@@ -47,17 +48,29 @@ def connect(
     retry_budget: float,
     stop: threading.Event | None = None,
     mask: Callable[[str], None] | None = None,
-) -> WorkspaceClient:
+) -> StepClient:
     """A client with our retry budget. The host is probed first: the SDK would otherwise retry an
     unreachable host for the whole budget before saying anything. `mask` learns a token the SDK
     fetched itself, so no line can print it."""
-    _probe(host, connect_timeout, stop or threading.Event())
-    from databricks.sdk import WorkspaceClient
+    # The probe waits on the network while the SDK's client modules import (CPU): side by side.
+    probed: list[BaseException | None] = []
+    probe = threading.Thread(
+        target=lambda: probed.append(_probe_error(host, connect_timeout, stop or threading.Event())),
+        name="probe",
+        daemon=True,
+    )
+    probe.start()
+    import databricks.sdk.config  # noqa: F401  (the slow part of client_config)
 
+    from aml_databricks.step.sdk import StepClient
+
+    probe.join()
+    if probed and probed[0] is not None:
+        raise probed[0]
     config = client_config(host, credentials, retry_budget=retry_budget)
     if mask is not None:
         mask(_bearer(config.authenticate()))
-    return WorkspaceClient(config=config)
+    return StepClient(config)
 
 
 def client_config(host: str, credentials: Credentials, *, retry_budget: float) -> Config:
@@ -117,6 +130,14 @@ def _sdk_debug_log() -> Iterator[list[logging.LogRecord]]:
         sdk_log.propagate = propagate
 
 
+def _probe_error(host: str, budget: float, stop: threading.Event) -> BaseException | None:
+    try:
+        _probe(host, budget, stop)
+    except BaseException as error:
+        return error
+    return None
+
+
 def _probe(host: str, budget: float, stop: threading.Event) -> None:
     parts = urlsplit(host)
     port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -137,8 +158,9 @@ class Gateway:
     """The calls the step makes, with the step's errors. Calls that may sit in the SDK's retries take
     the event that abandons them."""
 
-    def __init__(self, client: WorkspaceClient) -> None:
+    def __init__(self, client: DatabricksApis) -> None:
         self.client = client
+        self.long_poll = True  # send runs/get's wait_seconds until the server refuses it once
 
     def notebook_missing(self, path: str, stop: threading.Event) -> bool:
         """True when the workspace says the notebook is not there. Only a hint: an identity may run
@@ -173,11 +195,23 @@ class Gateway:
             raise RunFailedError("the workspace accepted the run but returned no run_id")
         return run_id
 
-    def get_run(self, run_id: int) -> RunObservation:
+    def get_run(self, run_id: int, *, wait_seconds: int = 0) -> RunObservation:
+        """runs/get. With `wait_seconds`, ask the server to hold the answer until the run changes or
+        that many seconds pass (`wait_seconds` is the local workspace's long-poll extension; a real
+        Databricks ignores it and answers at once, and one that refuses it (400) is not asked again)."""
         # Raw JSON rather than `jobs.get_run`: the SDK turns an unknown lifecycle state into None,
         # and the log should name it.
-        with api_errors("poll the run"):
-            body = self.client.api_client.do("GET", "/api/2.2/jobs/runs/get", query={"run_id": run_id})
+        query: dict[str, Any] = {"run_id": run_id}
+        if wait_seconds > 0 and self.long_poll:
+            query["wait_seconds"] = wait_seconds
+        try:
+            with api_errors("poll the run"):
+                body = self.client.api_client.do("GET", "/api/2.2/jobs/runs/get", query=query)
+        except UsageError:
+            if "wait_seconds" not in query:
+                raise
+            self.long_poll = False
+            return self.get_run(run_id)
         assert isinstance(body, dict)
         return RunObservation.from_response(body)
 

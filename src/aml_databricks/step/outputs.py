@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -181,7 +182,10 @@ def _mlflow_tags(result: StepResult, mlflow_run: str | None, reporter: Reporter)
     }
     try:
         client = MlflowClient()
+        # The step leaves with os._exit (cli.exit_now): a tag queued by MLflow's async logging
+        # (MLFLOW_ENABLE_ASYNC_LOGGING) would be lost, so ask for synchronous calls where offered.
+        wait = {"synchronous": True} if "synchronous" in inspect.signature(client.set_tag).parameters else {}
         for key, value in tags.items():
-            client.set_tag(mlflow_run, key, value)
+            client.set_tag(mlflow_run, key, value, **wait)
     except Exception as exc:
         reporter.info(f"notice: could not log MLflow tags: {type(exc).__name__}")

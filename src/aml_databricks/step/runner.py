@@ -3,7 +3,8 @@
     run_step(settings, env, reporter, stop)          the whole step, used by the CLI
       context_from_env / build_submit_request        what to run
       resolve_credentials → connect                  whom to ask (preflight: host reachable)
-      submit → reattached?                           a retried step finds its run by the token
+      submit ∥ notebook check → reattached?          a retried step finds its run by the token; the
+                                                     check runs beside the submit (missing: cancel, exit 2)
       wait_until_terminal                            own loop, interruptible by `stop`
       cancel + bounded wait                          on SIGTERM/SIGINT and on --timeout
       collect → publish                              outputs.py: exit value, run.json, MLflow tags
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NoReturn
 
@@ -39,7 +40,7 @@ from aml_databricks.step.wait import (
 )
 
 if TYPE_CHECKING:
-    from databricks.sdk import WorkspaceClient
+    from aml_databricks.step.sdk import DatabricksApis
 
 __all__ = ["StepResult", "StopRequest", "run_step"]
 
@@ -87,7 +88,7 @@ def run_step(
     stop: StopRequest | None = None,
     clock: Clock | None = None,
     factories: AzureFactories | None = None,
-    client: WorkspaceClient | None = None,
+    client: DatabricksApis | None = None,
 ) -> StepResult:
     """The whole step. Returns the result for exit code 0/1; raises for 2/3/130/143."""
     stop = stop or StopRequest()
@@ -167,17 +168,43 @@ class _StepRun:
         self.timing = timing
         self.result = StepResult(azureml_run_id=ctx.run_id)
         self.started_at = clock.monotonic()  # the submit (or the reattached run's start): elapsed counts from it
+        self._submitted_ms = 0
 
     def run(self, what: str, notebook: str | None, *, require_output: bool) -> StepResult:
-        if notebook is not None and self.api.notebook_missing(notebook, self.stop.event):
-            raise UsageError(f"notebook {notebook} not found in the workspace")
         if self.stop.event.is_set():  # stopped while starting up: nothing to cancel yet
             raise StoppedError(f"stopped by {self.stop.signal_name} before submitting", self.stop.exit_code)
-        run_id, first = self._submit(what)
+        # The notebook check runs beside the submit rather than before it: one round trip less
+        # before the run starts. It almost always finds the notebook; when it does not, the run
+        # just submitted is cancelled and the step fails as before (exit 2, the notebook named).
+        missing = None
+        if notebook is not None:
+            path = notebook
+            missing = _Background(lambda: self.api.notebook_missing(path, self.stop.event))
+        try:
+            run_id = self._submit_call(what)
+        except AmlDatabricksError:
+            if missing is not None and missing.result():
+                raise UsageError(f"notebook {notebook} not found in the workspace") from None
+            raise
+        if missing is not None:
+            try:
+                gone = missing.result()
+            except AmlDatabricksError:  # the check was refused (401/403): the step ends, so does the run
+                self._cancel_quietly(run_id)
+                raise
+            if gone:
+                self._cancel_quietly(run_id)
+                raise UsageError(f"notebook {notebook} not found in the workspace (run {run_id} cancelled)")
+        first = self._first_look(run_id)
         seen = [first]  # what a poll abandoned on stop reports instead
 
+        # A long-poll ends at least this often; never longer than --poll-max-interval (below 1 s: none).
+        hold = int(self.timing.poll_max_interval)
+
         def poll() -> RunObservation:
-            seen[0] = unless_stopped(lambda: self.api.get_run(run_id), self.stop.event, fallback=seen[0])
+            seen[0] = unless_stopped(
+                lambda: self.api.get_run(run_id, wait_seconds=hold), self.stop.event, fallback=seen[0]
+            )
             return seen[0]
 
         outcome = wait_until_terminal(
@@ -212,24 +239,34 @@ class _StepRun:
 
     # --- submit / reattach ----------------------------------------------------------------------
 
-    def _submit(self, what: str) -> tuple[int, RunObservation]:
+    def _submit_call(self, what: str) -> int:
         self.report.info(f"Azure ML run {self.ctx.run_id}: submitting {what}")
-        submitted_ms = int(self.clock.time() * 1000)
+        self._submitted_ms = int(self.clock.time() * 1000)
         self.started_at = self.clock.monotonic()
         run_id = self.api.submit(self.request, self.stop.event)
         if run_id is None:
             self._stopped_while_submitting()
+        return run_id
+
+    def _first_look(self, run_id: int) -> RunObservation:
         first = self.api.get_run(run_id)
         run = first.run
         self.result.run_id = run_id
         self.result.run_page_url = run.run_page_url
-        self.result.reattached = self._is_reattached(first, submitted_ms)
+        self.result.reattached = self._is_reattached(first, self._submitted_ms)
         self.report.info(f"run page: {run.run_page_url or '(no URL)'}")
         verb = "reattached to run" if self.result.reattached else "submitted run"
         self.report.info(f"{verb} {run_id} (idempotency token {self.request.idempotency_token})")
         age = max(0.0, self.clock.time() - run.start_time / 1000) if run.start_time else 0.0
         self.started_at = self.clock.monotonic() - age
-        return run_id, first
+        return first
+
+    def _cancel_quietly(self, run_id: int) -> None:
+        """Cancel a run the step will not follow (bounded by --cancel-grace, errors only logged)."""
+        try:
+            self.api.cancel(run_id, within=self.timing.cancel_grace)
+        except AmlDatabricksError as exc:
+            self.report.info(f"could not cancel run {run_id}: {exc}")
 
     def _is_reattached(self, first: RunObservation, submitted_ms: int) -> bool:
         """The idempotency token returns an existing run's id without saying so. The task
@@ -296,3 +333,26 @@ class _StepRun:
         if not outcome.last.terminal:
             self.report.info(f"run {run_id} not terminal after {grace:g} s; leaving it cancelling")
         return outcome.last
+
+
+class _Background:
+    """`call()` started in a daemon thread now; `result()` waits for it and returns (or raises) what it did."""
+
+    def __init__(self, call: Callable[[], bool]) -> None:
+        self._call = call
+        self._outcome: list[bool] = []
+        self._failure: list[BaseException] = []
+        self._thread = threading.Thread(target=self._target, name="preflight", daemon=True)
+        self._thread.start()
+
+    def _target(self) -> None:
+        try:
+            self._outcome.append(self._call())
+        except BaseException as error:
+            self._failure.append(error)
+
+    def result(self) -> bool:
+        self._thread.join()
+        if self._failure:
+            raise self._failure[0]
+        return self._outcome[0]

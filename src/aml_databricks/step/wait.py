@@ -11,6 +11,12 @@ T^(1-p) / (c(1-p)) polls and is seen c·T^p / 2 late on average, so polls x dela
 1 / (2(1-p)) whatever T is: 0.71 for p = 0.3 (a fixed interval gives 0.5 but needs many more calls for
 long runs; the SDK's linear backoff gives more than 1 on short runs). The defaults see a 2 s run
 about 0.35 s late (median), poll every ~4 s at 10 min and reach the 10 s cap after about 3 hours.
+
+Long-poll: the time a poll itself took counts toward the pause after it. The step asks runs/get to
+hold its answer until the run changes (`wait_seconds`, an extension the local workspace offers; a
+real Databricks ignores the parameter and answers at once). A held answer has used up the pause, so
+the next call goes out at once: the end of a run is seen as it happens, with one call per hold
+(about 10 s) instead of one per interval. Against a server that ignores it nothing changes.
 """
 
 from __future__ import annotations
@@ -156,16 +162,18 @@ def wait_until_terminal(
     start = clock.monotonic() if started_at is None else started_at
     pending = first
     while True:
+        asked = clock.monotonic()
         observation = pending if pending is not None else poll()
         pending = None
         elapsed = clock.monotonic() - start
+        spent = clock.monotonic() - asked  # a long-poll's hold counts as waiting
         if on_poll is not None:
             on_poll(observation, elapsed)
         if observation.terminal:
             return WaitOutcome(observation, EndReason.TERMINAL, elapsed)
         if stop.is_set():
             return WaitOutcome(observation, EndReason.STOPPED, elapsed)
-        pause = policy.interval(elapsed)
+        pause = max(0.0, policy.interval(elapsed) - spent)
         if deadline is not None:
             if elapsed >= deadline:
                 return WaitOutcome(observation, EndReason.DEADLINE, elapsed)

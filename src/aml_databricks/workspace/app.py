@@ -1,7 +1,8 @@
 """HTTP mapping of the local workspace: routes, bearer-token auth, one error renderer.
 
 Handlers are small synchronous functions `(call) -> dict`; everything they do is a short SQLite
-query, so they run on the event loop rather than paying a thread hop per request.
+query, so they run on the event loop rather than paying a thread hop per request. The one that may
+wait, runs/get with the `wait_seconds` long-poll (long_poll.py), is a coroutine the endpoint awaits.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import base64
 import hmac
 import html
+import inspect
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -32,6 +34,7 @@ from aml_databricks.workspace.errors import (
 )
 from aml_databricks.workspace.faults import FaultInjector, parse_faults
 from aml_databricks.workspace.jobs import Jobs
+from aml_databricks.workspace.long_poll import held_run_json
 from aml_databricks.workspace.mlflow_api import MlflowProxy, is_mlflow_path
 from aml_databricks.workspace.models import FaultPlan, SecretPut, WorkspaceImport, parse
 from aml_databricks.workspace.objects import Objects, decode_content
@@ -166,6 +169,8 @@ def _endpoint(services: Services, handler: Handler, who: str = "any") -> Callabl
             task = _authorize(request, services, who)
             version = request.scope["path"].split("/")[2]  # /api/<version>/...
             result = handler(Call(await read_params(request), version, task, request))
+            if inspect.isawaitable(result):  # a held answer (long_poll.py)
+                result = await result
         except ApiError as error:
             return ApiJSON(error.body(), status_code=error.status)
         except Exception as exc:  # a bug must still answer in Databricks' error shape
@@ -330,11 +335,14 @@ def api_table(services: Services) -> dict[tuple[str, str], Endpoint]:
     route("/api/2.0/local/admin/faults", admin_faults, who="user")
     route("/api/2.0/local/admin/faults", admin_faults, "POST", who="user")
     route("/api/2.0/local/admin/inject", admin_inject, "POST", who="user")
+    async def held_run(c: Call) -> Response:  # runs/get, with the optional wait_seconds long-poll
+        body = await held_run_json(jobs, c["run_id"], c.version, c["wait_seconds"], _flag(c["include_history"]))
+        return Response(body, media_type="application/json")
+
     for version in JOB_VERSIONS:
         base = f"/api/{version}/jobs"
         route(f"{base}/runs/submit", lambda c: jobs.submit(c.params), "POST")
-        route(f"{base}/runs/get", lambda c: Response(
-            jobs.get_run_json(c["run_id"], c.version, _flag(c["include_history"])), media_type="application/json"))
+        route(f"{base}/runs/get", held_run)
         route(f"{base}/runs/get-output", lambda c: jobs.get_output(c["run_id"], c.version))
         route(f"{base}/runs/cancel", lambda c: jobs.cancel(c["run_id"]), "POST")
         route(f"{base}/runs/delete", lambda c: jobs.delete_run(c["run_id"]), "POST")

@@ -62,7 +62,8 @@ PARAMETERS: dict[str, list[Param]] = {
     "/local/admin/inject": [("run_id", INT64, True), ("life_cycle_state", STRING, True),
                             ("seconds", {"type": "number"}, False), ("state_message", STRING, False)],
     "/jobs/runs/submit": [],
-    "/jobs/runs/get": [("run_id", INT64, True), ("include_history", BOOLEAN, False)],
+    "/jobs/runs/get": [("run_id", INT64, True), ("include_history", BOOLEAN, False),
+                       ("wait_seconds", {"type": "integer", "minimum": 0}, False)],  # held up to 30 s
     "/jobs/runs/get-output": [("run_id", INT64, True)],
     "/jobs/runs/cancel": [("run_id", INT64, True)],
     "/jobs/runs/delete": [("run_id", INT64, True)],
