@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aml_databricks.delta.server import server_setup as delta_server_setup
 from aml_databricks.errors import AmlDatabricksError
 
 log = logging.getLogger(__name__)
@@ -601,10 +602,11 @@ class ClusterPool:
         home = pyspark_home()
         server.port = _free_port()
         command = [str(home / "bin" / "spark-submit"), "--class", CONNECT_SERVER_CLASS]
-        for key, value in self._server_confs(server).items():
+        env = dict(os.environ)
+        confs = {**delta_server_setup(self.data_dir, env), **self._server_confs(server)}  # hook: Delta tables
+        for key, value in confs.items():
             command += ["--conf", f"{key}={value}"]
         command.append("spark-internal")
-        env = dict(os.environ)
         env.update(
             SPARK_HOME=str(home),
             # Python UDF workers are forked by the server: give them this interpreter, whose

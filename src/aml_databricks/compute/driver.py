@@ -140,6 +140,9 @@ class TaskRunner:
 
             confs = (self.task.get("spark") or {}).get("confs") or {}
             self.spark = spark_session.connect(remote, self.paths, confs)
+            from aml_databricks.delta import notebook as delta_notebook  # hook: Delta tables
+
+            delta_notebook.install(self.spark, self.paths)
         self.namespace = self._globals()
 
     def _globals(self) -> dict[str, Any]:
