@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 
 from aml_databricks.delta.errors import DeltaError, DeltaPathExists, DeltaSchemaMismatch
-from aml_databricks.delta.files import AddedFile
+from aml_databricks.delta.files import AddedFile, remove_files
 
 # Save modes as the driver passes them in the source's options (Spark gives a Python data source
 # only overwrite or not): errorifexists and ignore reach the commit as appends plus this option.
@@ -44,7 +44,27 @@ def commit_write(
     overwrite: bool,
     options: Mapping[str, str],
 ) -> None:
-    """Commit `files` (already under `table_dir`) as one Delta version, or raise a DeltaError."""
+    """Commit `files` (already under `table_dir`) as one Delta version, or raise a DeltaError.
+
+    Files not committed (an `ignore` of an existing table, any error) are deleted.
+    """
+    try:
+        committed = _commit(table_dir, schema, files, overwrite=overwrite, options=options)
+    except BaseException:
+        remove_files(table_dir, files)
+        raise
+    if not committed:
+        remove_files(table_dir, files)
+
+
+def _commit(
+    table_dir: str,
+    schema: pa.Schema,
+    files: Sequence[AddedFile],
+    *,
+    overwrite: bool,
+    options: Mapping[str, str],
+) -> bool:
     from deltalake import Schema
     from deltalake.exceptions import DeltaError as RustDeltaError
     from deltalake.transaction import CommitProperties, create_table_with_add_actions
@@ -67,7 +87,7 @@ def commit_write(
                 partition_by=partition_by or None,
                 commit_properties=properties,
             )
-            return
+            return True
         except RustDeltaError as error:
             if "already exists" not in str(error).lower():
                 raise
@@ -76,14 +96,17 @@ def commit_write(
     if save_mode in ("error", "errorifexists", "default"):
         raise DeltaPathExists(shown)
     if save_mode == "ignore":
-        return
+        return False
     existing = pa.schema(table.schema().to_arrow())
     if overwrite and true_option(options, "overwriteSchema"):
         table.create_write_transaction(
-            actions, "overwrite", Schema.from_arrow(schema), partition_by=partition_by or None,
+            actions,
+            "overwrite",
+            Schema.from_arrow(schema),
+            partition_by=partition_by or None,
             commit_properties=properties,
         )
-        return
+        return True
     _check_partitioning(table, partition_by, shown)
     new_columns = check_schema(existing, schema, table.metadata().id, merge=true_option(options, "mergeSchema"))
     if new_columns:
@@ -99,6 +122,7 @@ def commit_write(
         partition_by=table.metadata().partition_columns or None,
         commit_properties=properties,
     )
+    return True
 
 
 def as_nullable(schema: pa.Schema) -> pa.Schema:

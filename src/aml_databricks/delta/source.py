@@ -195,11 +195,7 @@ class DeltaWriter(DataSourceArrowWriter):
 
     def commit(self, messages: list[WriterCommitMessage | None]) -> None:
         files = _files(messages)
-        try:
-            commit_write(self.table_dir, self._arrow_schema(), files, overwrite=self.overwrite, options=self.options)
-        except BaseException:
-            remove_files(self.table_dir, files)
-            raise
+        commit_write(self.table_dir, self._arrow_schema(), files, overwrite=self.overwrite, options=self.options)
 
     def abort(self, messages: list[WriterCommitMessage | None]) -> None:
         remove_files(self.table_dir, _files(messages))

@@ -1,0 +1,105 @@
+"""Delta tables (delta-rs behind the `delta` Python data source) vs plain parquet, on a warm server.
+
+    python benchmarks/delta.py [--runs 3] [--sizes 1000,1000000]
+
+On one warm Spark Connect server of a `ClusterPool` (fresh data dir), for each size: write the
+same DataFrame (`id`, `x = id * 2`, `s = string(id)`) with `mode("overwrite")` as parquet and as
+Delta, then read each back with a full scan (`sum(x)`, so parquet's metadata-only count can't
+shortcut it). Medians of --runs, and the Delta/parquet ratio (goal: <= 1.5). Also the first Delta
+operation on the warm server (the Python data source's first worker start and lookup) against the
+second. Prints a table and writes benchmarks/results/delta.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import median, print_table, write_json
+
+from aml_databricks.compute.clusters import ClusterPool
+
+
+def timed(action: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--sizes", default="1000,1000000")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    with tempfile.TemporaryDirectory() as scratch:
+        data_dir = Path(scratch)
+        pool = ClusterPool(data_dir, install_samples=False)
+        try:
+            lease = pool.acquire({}, 1)
+            from pyspark.sql import SparkSession
+
+            spark = SparkSession.builder.remote(lease.remote).getOrCreate()
+            base = (data_dir / "tables").as_uri()
+            spark.range(10).write.mode("overwrite").parquet(f"{base}/warmup")  # the server is warm for parquet
+            first = timed(lambda: spark.range(10).write.format("delta").mode("overwrite").save(f"{base}/first"))
+            second = timed(lambda: spark.range(10).write.format("delta").mode("overwrite").save(f"{base}/first"))
+            first_read = timed(lambda: spark.read.format("delta").load(f"{base}/first").collect())
+            results: dict[str, Any] = {
+                "first_delta_write_s": round(first, 3),
+                "second_delta_write_s": round(second, 3),
+                "first_delta_read_s": round(first_read, 3),
+                "sizes": {},
+            }
+            rows = []
+            for size in sizes:
+                frame = spark.range(size).selectExpr("id", "id * 2 AS x", "cast(id AS string) AS s")
+                kinds = ("parquet_write", "delta_write", "parquet_read", "delta_read")
+                measured: dict[str, list[float]] = {k: [] for k in kinds}
+                for _ in range(args.runs):
+                    parquet, delta = f"{base}/parquet_{size}", f"{base}/delta_{size}"
+                    measured["parquet_write"].append(
+                        timed(lambda p=parquet, f=frame: f.write.mode("overwrite").parquet(p))
+                    )
+                    measured["delta_write"].append(
+                        timed(lambda p=delta, f=frame: f.write.format("delta").mode("overwrite").save(p))
+                    )
+                    measured["parquet_read"].append(
+                        timed(lambda p=parquet: spark.read.parquet(p).selectExpr("sum(x)").collect())
+                    )
+                    measured["delta_read"].append(
+                        timed(lambda p=delta: spark.read.format("delta").load(p).selectExpr("sum(x)").collect())
+                    )
+                medians = {k: round(median(v), 3) for k, v in measured.items()}
+                ratios = {
+                    "write": round(medians["delta_write"] / medians["parquet_write"], 2),
+                    "read": round(medians["delta_read"] / medians["parquet_read"], 2),
+                }
+                results["sizes"][str(size)] = {"median_s": medians, "delta_over_parquet": ratios}
+                rows.append([f"{size:,}", "write", medians["parquet_write"], medians["delta_write"], ratios["write"]])
+                rows.append([f"{size:,}", "read", medians["parquet_read"], medians["delta_read"], ratios["read"]])
+            spark.stop()
+            lease.release()
+        finally:
+            pool.close()
+    print_table(
+        f"Delta vs parquet on a warm server (medians of {args.runs}, seconds)",
+        ["rows", "op", "parquet", "delta", "delta/parquet"],
+        rows,
+    )
+    print(
+        f"\nfirst Delta write on the warm server: {results['first_delta_write_s']} s "
+        f"(second: {results['second_delta_write_s']} s); first Delta read: {results['first_delta_read_s']} s"
+    )
+    print(f"wrote {write_json('delta', results)}")
+
+
+if __name__ == "__main__":
+    main()
