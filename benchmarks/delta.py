@@ -4,10 +4,11 @@
 
 On one warm Spark Connect server of a `ClusterPool` (fresh data dir), for each size: write the
 same DataFrame (`id`, `x = id * 2`, `s = string(id)`) with `mode("overwrite")` as parquet and as
-Delta, then read each back with a full scan (`sum(x)`, so parquet's metadata-only count can't
-shortcut it). Medians of --runs, and the Delta/parquet ratio (goal: <= 1.5). Also the first Delta
-operation on the warm server (the Python data source's first worker start and lookup) against the
-second. Prints a table and writes benchmarks/results/delta.json.
+Delta, then read each back twice: one column (`sum(x)`: parquet reads only that column, while a
+Python data source gets no column pruning in PySpark 4.3 and reads all three) and all columns
+(`sum(x), max(s), max(id)`, the same work for both). Medians of --runs, and the Delta/parquet
+ratio (goal: <= 1.5). Also the first Delta operation on the warm server (the Python data source's
+first worker start and lookup) against the second. Prints a table and writes benchmarks/results/delta.json.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import median, print_table, write_json
 
 from aml_databricks.compute.clusters import ClusterPool
+
+EVERY_COLUMN = ("sum(x)", "max(s)", "max(id)")
 
 
 def timed(action: Callable[[], Any]) -> float:
@@ -61,7 +64,7 @@ def main() -> None:
             rows = []
             for size in sizes:
                 frame = spark.range(size).selectExpr("id", "id * 2 AS x", "cast(id AS string) AS s")
-                kinds = ("parquet_write", "delta_write", "parquet_read", "delta_read")
+                kinds = ("parquet_write", "delta_write", "parquet_read", "delta_read", "parquet_all", "delta_all")
                 measured: dict[str, list[float]] = {k: [] for k in kinds}
                 for _ in range(args.runs):
                     parquet, delta = f"{base}/parquet_{size}", f"{base}/delta_{size}"
@@ -77,14 +80,23 @@ def main() -> None:
                     measured["delta_read"].append(
                         timed(lambda p=delta: spark.read.format("delta").load(p).selectExpr("sum(x)").collect())
                     )
+                    measured["parquet_all"].append(
+                        timed(lambda p=parquet: spark.read.parquet(p).selectExpr(*EVERY_COLUMN).collect())
+                    )
+                    measured["delta_all"].append(
+                        timed(lambda p=delta: spark.read.format("delta").load(p).selectExpr(*EVERY_COLUMN).collect())
+                    )
                 medians = {k: round(median(v), 3) for k, v in measured.items()}
                 ratios = {
                     "write": round(medians["delta_write"] / medians["parquet_write"], 2),
                     "read": round(medians["delta_read"] / medians["parquet_read"], 2),
+                    "read_all": round(medians["delta_all"] / medians["parquet_all"], 2),
                 }
                 results["sizes"][str(size)] = {"median_s": medians, "delta_over_parquet": ratios}
                 rows.append([f"{size:,}", "write", medians["parquet_write"], medians["delta_write"], ratios["write"]])
-                rows.append([f"{size:,}", "read", medians["parquet_read"], medians["delta_read"], ratios["read"]])
+                one_column = [medians["parquet_read"], medians["delta_read"], ratios["read"]]
+                rows.append([f"{size:,}", "read 1 column", *one_column])
+                rows.append([f"{size:,}", "read all", medians["parquet_all"], medians["delta_all"], ratios["read_all"]])
             spark.stop()
             lease.release()
         finally:

@@ -119,14 +119,25 @@ def test_a_table_written_by_delta_rs_is_read_by_a_notebook_on_a_mount(
     from deltalake import write_deltalake
 
     folder = spark_data_dir / "datastore/delta_in"
-    write_deltalake(str(folder), pa.table({"k": pa.array([1, 2, 3], pa.int64()), "v": ["a", "b", "c"]}))
-    write_deltalake(str(folder), pa.table({"k": pa.array([4], pa.int64()), "v": ["d"]}), mode="append")
+    moment = pa.array([1_700_000_000_000_000] * 3, pa.timestamp("us", tz="UTC"))
+    write_deltalake(str(folder), pa.table({"k": pa.array([1, 2, 3], pa.int64()), "v": ["a", "b", "c"], "t": moment}))
+    write_deltalake(str(folder), pa.table({"k": pa.array([4], pa.int64()), "v": ["d"], "t": moment[:1]}), mode="append")
     source = (
         "import json\ndf = spark.read.format('delta').load('/mnt/azuremlblobstore/delta_in')\n"
+        "spark.sql(\"SELECT timestamp'2024-01-02 03:04:05' AS ts, date'2024-01-02' AS d, 1.5D AS x\")"
+        ".write.format('delta').mode('overwrite').save('dbfs:/delta/e2e/types')\n"
         "dbutils.notebook.exit(json.dumps({'n': df.count(), 'sum': df.agg({'k': 'sum'}).first()[0],\n"
+        "    'types': [f.dataType.simpleString() for f in df.schema.fields],\n"
+        "    'epoch': df.selectExpr('max(unix_seconds(t))').first()[0],\n"
         "    'v0': spark.read.option('versionAsOf', 0).load('/mnt/azuremlblobstore/delta_in').count()}))"
     )
-    assert result_of(run_notebook(client, "read_rs", source)) == {"n": 4, "sum": 10, "v0": 3}
+    seen = result_of(run_notebook(client, "read_rs", source))
+
+    assert seen == {"n": 4, "sum": 10, "types": ["bigint", "string", "timestamp"], "epoch": 1_700_000_000, "v0": 3}
+    from deltalake import DeltaTable
+
+    written = DeltaTable(str(spark_data_dir / "dbfs/delta/e2e/types"))
+    assert [json.loads(f.type.to_json()) for f in written.schema().fields] == ["timestamp", "date", "double"]
 
 
 def test_a_failing_write_leaves_the_version_and_files_unchanged(client: WorkspaceClient, spark_data_dir: Path) -> None:
@@ -297,3 +308,25 @@ def test_unsupported_delta_features_fail_in_one_line(client: WorkspaceClient) ->
         f"[DELTA_UNSUPPORTED_LOCALLY] {feature} is not supported by the local workspace's Delta tables (delta-rs)."
         for feature in REFUSED.values()
     ]
+
+
+def test_delta_tables_persist_across_a_server_restart(
+    client: WorkspaceClient, spark_pool: ClusterPool, spark_data_dir: Path
+) -> None:
+    source = (
+        "spark.sql('DROP TABLE IF EXISTS e2e_kept')\n"
+        "spark.range(4).write.saveAsTable('e2e_kept')\ndbutils.notebook.exit('saved')"
+    )
+    assert run_notebook(client, "persist_write", source).notebook_output.result == "saved"
+    spark_pool.stop("local")  # the next run starts the shared server again, on the same metastore
+
+    source = (
+        "import json\ndetail = spark.sql('DESCRIBE DETAIL samples.iris').first()\n"
+        "dbutils.notebook.exit(json.dumps({'kept': spark.table('e2e_kept').count(),\n"
+        "    'provider': [r[1] for r in spark.sql('DESCRIBE TABLE EXTENDED e2e_kept').collect()\n"
+        "                 if r[0] == 'Provider'],\n"
+        "    'iris': [detail.format, detail.numFiles > 0]}))"
+    )
+    seen = result_of(run_notebook(client, "persist_read", source))
+
+    assert seen == {"kept": 4, "provider": ["delta"], "iris": ["parquet", True]}

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from aml_databricks.compute.paths import PathMapper
+from aml_databricks.delta import context
 from aml_databricks.delta.commit import PARTITION_BY_OPTION, SAVE_MODE_OPTION, SHOWN_PATH_OPTION
 from aml_databricks.delta.errors import DeltaError, DeltaPathExists
 
@@ -34,8 +35,6 @@ def install(spark: Any, paths: PathMapper) -> None:
     """Make this driver's session speak Delta as a Databricks notebook does."""
     if str(SHIM_PATH) not in sys.path:
         sys.path.insert(0, str(SHIM_PATH))
-    from aml_databricks.delta import context
-
     context.configure(spark, paths)
     _patch_reader_writer(paths)
     from aml_databricks.delta.sql import route_sql
@@ -44,7 +43,15 @@ def install(spark: Any, paths: PathMapper) -> None:
 
 
 def is_delta(source: str | None) -> bool:
-    return source is None or source.lower() == "delta"
+    return default_is_delta() if source is None else source.lower() == "delta"
+
+
+@functools.cache
+def default_is_delta() -> bool:
+    """Delta is the default source when the server has the Delta catalog (a JDK built it); else parquet.
+    Asked once, at the first format-less save or load, to keep the round trip off every run's start."""
+    value = context.spark().conf.get("spark.sql.sources.default", "parquet")
+    return str(value).lower() == "delta"
 
 
 def table_exists(local: Path) -> bool:

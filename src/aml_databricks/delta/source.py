@@ -131,23 +131,39 @@ class DeltaReader(DataSourceReader):
         from pyspark.sql.pandas.types import to_arrow_schema
 
         assert isinstance(partition, FilePartition)
-        target = to_arrow_schema(StructType.fromJson(json.loads(self.schema_json)))
+        target = to_arrow_schema(StructType.fromJson(json.loads(self.schema_json)), timezone="UTC")
         if not partition.path:
             return
-        data = pq.read_table(f"{self.table_dir}/{partition.path}")
-        columns = []
-        for target_field in target:
-            if target_field.name in partition.partition_values:
-                value = partition.partition_values[target_field.name]
-                if value == HIVE_NULL:
-                    value = None
-                column = pa.array([value] * data.num_rows, pa.string()).cast(target_field.type)
-            elif target_field.name in data.column_names:
-                column = data.column(target_field.name).cast(target_field.type)
-            else:  # a column added by a later schema change: null in older files
-                column = pa.nulls(data.num_rows, target_field.type)
-            columns.append(column)
-        yield from pa.Table.from_arrays(columns, schema=target).to_batches()
+        data = pq.ParquetFile(f"{self.table_dir}/{partition.path}")
+        names = set(data.schema_arrow.names)
+        wanted = [f.name for f in target if f.name in names and f.name not in partition.partition_values]
+        # Streamed in large batches: the JVM converts one while the next is read.
+        for part in data.iter_batches(batch_size=_READ_BATCH_ROWS, columns=wanted):
+            yield _conform_read(part, target, partition.partition_values)
+
+
+_READ_BATCH_ROWS = 131072
+
+
+def _conform_read(
+    data: pa.RecordBatch, target: pa.Schema, partition_values: dict[str, str | None]
+) -> pa.RecordBatch:
+    """A file's batch in the table's schema: partition values as columns, columns added later as nulls."""
+    columns = []
+    for target_field in target:
+        if target_field.name in partition_values:
+            value = partition_values[target_field.name]
+            if value == HIVE_NULL:
+                value = None
+            column = pa.array([value] * data.num_rows, pa.string()).cast(target_field.type)
+        elif target_field.name in data.schema.names:
+            column = data.column(target_field.name)
+            if column.type != target_field.type:
+                column = column.cast(target_field.type)
+        else:  # a column added by a later schema change: null in older files
+            column = pa.nulls(data.num_rows, target_field.type)
+        columns.append(column)
+    return pa.RecordBatch.from_arrays(columns, schema=target)
 
 
 def _active_files(table: Any) -> list[tuple[str, dict[str, str | None]]]:
@@ -184,7 +200,7 @@ class DeltaWriter(DataSourceArrowWriter):
     def _arrow_schema(self) -> pa.Schema:
         from pyspark.sql.pandas.types import to_arrow_schema
 
-        return to_arrow_schema(StructType.fromJson(json.loads(self.schema_json)))
+        return to_arrow_schema(StructType.fromJson(json.loads(self.schema_json)), timezone="UTC")
 
     def write(self, iterator: Iterator[pa.RecordBatch]) -> FilesWritten:
         from pyspark import TaskContext
