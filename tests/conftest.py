@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.fixtures_workspace",
     "tests.fixtures_spark",
+    "tests.fixtures_storage",
 ]

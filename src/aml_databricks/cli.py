@@ -22,8 +22,23 @@ COMMANDS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """Every (sub)command's parser rejects the arguments it does not know itself, so the usage line
+    names the subcommand (`aml-databricks run: error: unrecognized arguments: …`). Plain argparse
+    passes a subparser's leftovers up to the top parser, which reports them as `aml-databricks: error`.
+    Subparsers inherit this class from the top parser (`add_subparsers` defaults to its type)."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="aml-databricks",
         description="Run Azure Databricks work as Azure ML pipeline steps, in the cloud or on a local workspace.",
     )

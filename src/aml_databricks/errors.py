@@ -38,3 +38,12 @@ class StoppedError(AmlDatabricksError):
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def first_line(error: BaseException | str) -> str:
+    """The first non-blank line of an error message (many run to tracebacks or troubleshooting
+    links), or the exception's type name when it has no message: a user sees one line."""
+    text = (error if isinstance(error, str) else str(error)).strip()
+    if text:
+        return text.splitlines()[0].strip()
+    return "" if isinstance(error, str) else type(error).__name__

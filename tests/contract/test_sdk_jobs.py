@@ -74,14 +74,6 @@ def test_timeout_seconds_times_the_run_out(client: WorkspaceClient) -> None:
     assert run.end_time - run.start_time < 10_000
 
 
-def test_task_timeout_seconds(client: WorkspaceClient) -> None:
-    path = upload_notebook(client, "/Users/me/slow_task", "import time\ntime.sleep(120)\n")
-    run = client.jobs.submit(run_name="slow", tasks=[notebook_task("main", path, timeout_seconds=1)]).result(
-        timeout=WAIT)
-    assert run.tasks[0].state.result_state == RunResultState.TIMEDOUT
-    assert run.state.result_state == RunResultState.TIMEDOUT
-
-
 def test_one_idempotency_token_gives_one_run_and_one_execution(client: WorkspaceClient, counter_file: Path) -> None:
     path = upload_notebook(client, "/Users/me/counts",
                            'open(dbutils.widgets.get("counter"), "a").write("ran\\n")\n')

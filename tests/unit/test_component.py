@@ -4,8 +4,12 @@ its inputs reaches a flag (or AML_DATABRICKS_* variable) that `aml-databricks ru
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +18,7 @@ import yaml
 
 import aml_databricks
 from aml_databricks.cli import main
-from aml_databricks.component import COMPONENT_FILE, ENVIRONMENT_FILE
+from aml_databricks.component import COMPONENT_FILE, DOCKERFILE, ENVIRONMENT_FILE
 from aml_databricks.component.command import export
 from aml_databricks.pipeline.render import render_command
 from aml_databricks.step import command as step_command
@@ -143,18 +147,51 @@ def test_the_demos_inputs_become_the_demos_settings() -> None:
     assert settings.output == "/outputs/out"
 
 
-def test_the_environment_installs_this_package_pinned_and_not_databricks_cli() -> None:
+def test_the_environment_is_built_from_the_exported_wheel_not_an_index_and_not_databricks_cli() -> None:
     environment = yaml.safe_load(ENVIRONMENT_FILE.read_text())
-    pip = next(d["pip"] for d in environment["conda_file"]["dependencies"] if isinstance(d, dict))
-    assert f"aml-databricks=={aml_databricks.__version__}" in pip
-    assert not any("databricks-cli" in p for p in pip)
+    assert environment["build"] == {"path": "context", "dockerfile_path": "Dockerfile"}
+    assert environment["version"] == aml_databricks.__version__
     assert spec()["environment"] == f"azureml:{environment['name']}:{environment['version']}"
+    dockerfile = DOCKERFILE.read_text()
+    assert "COPY aml_databricks-*.whl" in dockerfile
+    assert "pip install --no-cache-dir /tmp/wheels/aml_databricks-" in dockerfile
+    assert "databricks-cli" not in dockerfile
 
 
-def test_export_writes_both_files(tmp_path: Path) -> None:
-    written = export(tmp_path / "assets")
-    assert [p.name for p in written] == ["component.yml", "environment.yml"]
-    assert (tmp_path / "assets" / "component.yml").read_text() == COMPONENT_FILE.read_text()
+def test_export_writes_the_component_and_a_build_context_with_a_wheel_of_this_package(tmp_path: Path) -> None:
+    assets = tmp_path / "assets"
+    (assets / "context").mkdir(parents=True)
+    (assets / "context" / "aml_databricks-0.0.1-py3-none-any.whl").write_bytes(b"an earlier export")
+    written = export(assets)
+    wheel = assets / "context" / f"aml_databricks-{aml_databricks.__version__}-py3-none-any.whl"
+    assert written == [assets / "component.yml", assets / "environment.yml", assets / "context" / "Dockerfile", wheel]
+    assert (assets / "component.yml").read_text() == COMPONENT_FILE.read_text()
+    assert sorted(p.name for p in (assets / "context").iterdir()) == ["Dockerfile", wheel.name]
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "aml_databricks/component/component.yml" in names and "aml_databricks/py.typed" in names
+    assert not any("__pycache__" in name for name in names)
+    assert wheel.read_bytes() == export(tmp_path / "again")[-1].read_bytes()  # the same code, the same wheel
+
+
+def test_the_exported_wheel_installs_alone_and_its_command_runs(tmp_path: Path) -> None:
+    wheel = export(tmp_path / "assets")[-1]
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    env = {**os.environ, "PIP_NO_INDEX": "1"}
+    install = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", str(wheel)]
+    subprocess.run(install, check=True, env=env, capture_output=True)
+    shown = subprocess.run(
+        [str(venv / "bin" / "aml-databricks"), "run", "--help"], capture_output=True, text=True, env=env
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "--databricks-host" in shown.stdout
+    files = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import aml_databricks.component as c; print(c.DOCKERFILE.is_file())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert files.stdout == "True\n"
 
 
 # --- azure-ai-ml, offline ----------------------------------------------------------------------
@@ -171,7 +208,26 @@ def test_azure_ai_ml_validates_the_exported_component(
     assert main(["component", "export", str(tmp_path)]) == 0
     assert main(["component", "validate", str(tmp_path / "component.yml")]) == 0
     assert "valid command component execute_databricks_notebook version 1" in capsys.readouterr().out
-    assert ml.load_environment(tmp_path / "environment.yml").conda_file["name"] == "aml-databricks"
+    environment = ml.load_environment(tmp_path / "environment.yml")
+    assert (Path(environment.base_path) / environment.build.path).resolve() == (tmp_path / "context").resolve()
+    assert environment.build.dockerfile_path == "Dockerfile"
+
+
+def test_validate_checks_the_exported_environments_build_context(
+    ml: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["component", "export", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["component", "validate", str(tmp_path / "environment.yml")]) == 0
+    assert capsys.readouterr().out == (
+        f"{tmp_path / 'environment.yml'}: valid environment aml-databricks version "
+        f"{aml_databricks.__version__} (built from a Docker build context)\n"
+    )
+    for wheel in (tmp_path / "context").glob("*.whl"):
+        wheel.unlink()
+    assert main(["component", "validate", str(tmp_path / "environment.yml")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "has no aml-databricks wheel" in err
 
 
 def test_validate_reports_an_undeclared_placeholder_on_one_line(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,9 +15,10 @@ from aml_databricks.errors import AuthError
 from aml_databricks.step.auth import (
     AZURE_DATABRICKS_SCOPE,
     AzureFactories,
-    EntraTokenCache,
+    CredentialSources,
     resolve_credentials,
 )
+from aml_databricks.step.gateway import client_config
 from aml_databricks.step.settings import resolve
 
 HOST = {"databricks_host": "https://adb-1.2.azuredatabricks.net", "notebook_path": "/nb", "existing_cluster_id": "c"}
@@ -74,15 +78,9 @@ class Fakes:
             self.built.append(("managed_identity", client_id))
             return FakeCredential("msi", fail=self.msi_fail)
 
-        def client_secret(tenant: str, client_id: str, secret: str) -> FakeCredential:
-            self.built.append(("client_secret", (tenant, client_id)))
-            return FakeCredential("sp")
-
         return AzureFactories(
             default_credential=lambda: FakeCredential("default"),
             managed_identity=managed,
-            client_secret=client_secret,
-            azure_cli=lambda: FakeCredential("cli"),
             secret_client=secret_client,
             az_on_path=lambda: self.az,
         )
@@ -90,7 +88,7 @@ class Fakes:
 
 def creds(flags: dict[str, Any], env: dict[str, str], fakes: Fakes | None = None):  # type: ignore[no-untyped-def]
     fakes = fakes or Fakes()
-    return resolve_credentials(resolve({**HOST, **flags}, env), env, fakes.factories())
+    return resolve_credentials(CredentialSources.from_settings(resolve({**HOST, **flags}, env)), env, fakes.factories())
 
 
 def test_databricks_token_comes_first() -> None:
@@ -133,16 +131,22 @@ def test_managed_identity_failure_is_reported_not_skipped() -> None:
     assert "managed-identity" in str(caught.value) and "\n" not in str(caught.value)
 
 
-def test_service_principal_from_arm_variables() -> None:
+def test_service_principal_from_arm_variables_uses_the_sdks_azure_client_secret() -> None:
     fakes = Fakes(az=True)
     c = creds({}, SP_ENV, fakes)
-    assert c.kind == "service-principal"
-    assert fakes.built == [("client_secret", ("t", "sp-id"))]
-    assert "sp-secret-value" not in repr(c)
+    assert c.kind == "service-principal" and fakes.built == []
+    assert c.config_kwargs() == {
+        "auth_type": "azure-client-secret",
+        "azure_tenant_id": "t",
+        "azure_client_id": "sp-id",
+        "azure_client_secret": "sp-secret-value",
+    }
+    assert "sp-secret-value" not in repr(c) and "sp-secret-value" in c.secret_values
 
 
 def test_azure_cli_last_and_only_when_az_is_on_path() -> None:
-    assert creds({}, {}, Fakes(az=True)).kind == "azure-cli"
+    c = creds({}, {}, Fakes(az=True))
+    assert c.kind == "azure-cli" and c.config_kwargs() == {"auth_type": "azure-cli"}
     with pytest.raises(AuthError) as caught:
         creds({}, {}, Fakes(az=False))
     assert "no Databricks credential found" in str(caught.value)
@@ -162,12 +166,82 @@ def test_credentials_repr_never_shows_the_token() -> None:
     assert "dapi-secret-123" not in repr(c) and "dapi-secret-123" in c.secret_values
 
 
-def test_entra_token_cache_refreshes_before_expiry() -> None:
-    now = [1000.0]
-    credential = FakeCredential("cli", expires_on=1000 + 3600)
-    cache = EntraTokenCache(credential, clock=lambda: now[0])
-    first = cache.token()
-    assert cache.token() == first and len(credential.scopes) == 1
-    assert credential.scopes[0] == (AZURE_DATABRICKS_SCOPE,)
-    now[0] += 3600 - 299  # inside the refresh margin
-    assert cache.token() != first and len(credential.scopes) == 2
+def test_the_managed_identity_strategy_asks_its_credential_for_each_request() -> None:
+    """azure-identity caches and refreshes managed identity tokens itself; the strategy only asks."""
+    fakes = Fakes()
+    c = creds({}, {"DEFAULT_IDENTITY_CLIENT_ID": "mi"}, fakes)
+    assert c.strategy is not None
+    headers = c.strategy(Config.__new__(Config))
+    assert headers()["Authorization"] != headers()["Authorization"]  # the fake hands out a new one each time
+
+
+# --- databricks-sdk's own strategies, for real: a fake `az` on PATH, an unreachable Entra ID -----
+
+AZURE_HOST = "https://adb-1.2.azuredatabricks.net"
+FAKE_AZ = """#!{python}
+import base64, json, sys
+open({calls!r}, "a").write(" ".join(sys.argv[1:]) + "\\n")
+if {fail!r}:
+    sys.stderr.write("ERROR: Please run 'az login' to setup account.\\n")
+    sys.exit(1)
+if sys.argv[1:3] == ["account", "show"]:
+    print(json.dumps({{"user": {{"type": "user", "name": "me@example.com"}}}}))
+else:
+    claims = base64.urlsafe_b64encode(json.dumps({{"upn": "me@example.com"}}).encode()).decode().rstrip("=")
+    print(json.dumps({{"accessToken": "e30." + claims + ".sig", "tokenType": "Bearer",
+                      "expiresOn": "2099-01-01 00:00:00.000000"}}))
+"""
+
+
+def fake_az(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, fail: bool = False) -> Path:
+    calls = tmp_path / "az-calls.txt"
+    script = tmp_path / "bin" / "az"
+    script.parent.mkdir()
+    script.write_text(FAKE_AZ.format(python=sys.executable, calls=str(calls), fail=fail))
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{script.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("ARM_TENANT_ID", "tenant-1")  # else the SDK asks the (unreachable) workspace for it
+    for name in ("DATABRICKS_TOKEN", "ARM_CLIENT_ID", "ARM_CLIENT_SECRET", "DATABRICKS_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    return calls
+
+
+def test_azure_cli_tokens_come_from_the_sdks_strategy_through_az(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = fake_az(tmp_path, monkeypatch)
+    c = creds({"auth": "azure-cli"}, {}, Fakes(az=True))
+    config = client_config(AZURE_HOST, c, retry_budget=1)
+    assert config.authenticate()["Authorization"].startswith("Bearer e30.")
+    asked = calls.read_text()
+    assert f"account get-access-token --resource {AZURE_DATABRICKS_SCOPE.split('/')[0]}" in asked
+    assert "--tenant tenant-1" in asked
+
+
+def test_azure_cli_not_logged_in_is_an_auth_error_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_az(tmp_path, monkeypatch, fail=True)
+    c = creds({"auth": "azure-cli"}, {}, Fakes(az=True))
+    with pytest.raises(AuthError) as caught:
+        client_config(AZURE_HOST, c, retry_budget=1)
+    message = str(caught.value)
+    assert caught.value.exit_code == 3 and "\n" not in message
+    assert message.startswith("could not configure the Databricks client (azure-cli): ")
+    assert "az login" in message
+
+
+def test_a_service_principal_that_cannot_get_a_token_fails_at_connect_with_exit_3(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Offline, Entra ID is unreachable: the SDK's azure-client-secret strategy fails at once, in one
+    line that names the kind and never the secret."""
+    for name in ("DATABRICKS_TOKEN", "DATABRICKS_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # nothing listens: no real request leaves
+    c = creds({}, SP_ENV, Fakes())
+    with pytest.raises(AuthError) as caught:
+        client_config(AZURE_HOST, c, retry_budget=1)
+    message = str(caught.value)
+    assert caught.value.exit_code == 3 and "\n" not in message
+    assert "(service-principal)" in message and "sp-secret-value" not in message

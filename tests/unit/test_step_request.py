@@ -214,3 +214,22 @@ def test_dry_run_masks_the_mlflow_token_but_not_a_secret_reference() -> None:
     assert env["MLFLOW_TRACKING_TOKEN"] == "{{secrets/aml/mlflow-token}}"
     assert masked(ref_body) == ref_body
     assert "eyJ-very-secret-token" not in json.dumps(ref_body)
+
+
+def test_every_task_type_is_a_submit_task_field_of_the_installed_sdk() -> None:
+    """One list of task types (settings.TASK_FIELDS), built by SubmitTask field name; all six are
+    fields of SubmitTask from databricks-sdk 0.45 (the minimum allowed) to today's."""
+    from aml_databricks.step import request
+    from aml_databricks.step.settings import TASK_FIELDS
+
+    assert set(TASK_FIELDS.values()) <= request.submit_task_fields()
+    assert set(request._TASK_BUILDERS) == set(TASK_FIELDS.values())
+
+
+def test_a_task_type_the_sdk_lacks_is_refused_not_silently_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aml_databricks.errors import UsageError
+    from aml_databricks.step import request
+
+    monkeypatch.setattr(request, "submit_task_fields", lambda: frozenset({"notebook_task"}))
+    with pytest.raises(UsageError, match=r"no SubmitTask\.sql_task"):
+        payload({**HOST, "task_type": "sql", "warehouse_id": "w", "query_id": "q"})

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from databricks.sdk.errors import NotFound, PermissionDenied
+from databricks.sdk.errors import BadRequest, InvalidParameterValue, NotFound, PermissionDenied
 from databricks.sdk.service.jobs import NotebookOutput, RunOutput
 
 from aml_databricks.errors import AuthError, StoppedError, UsageError
@@ -39,6 +40,8 @@ class FakeJobs:
 
     def submit(self, **kwargs: Any) -> FakeWait:
         self.ws.submitted.append(kwargs)
+        if self.ws.submit_error is not None:
+            raise self.ws.submit_error
         if self.ws.submit_stuck is not None:  # the SDK retrying 429s until the test lets go
             self.ws.submit_stuck.wait(10)
             raise TimeoutError("Timed out after 0:05:00")
@@ -95,6 +98,7 @@ class FakeWorkspace:
     cancelled: list[int] = field(default_factory=list)
     polls: int = 0
     submit_stuck: threading.Event | None = None
+    submit_error: Exception | None = None
     landed: bool | None = True  # whether a submit that never answered started a run; None: can't list
 
     def __post_init__(self) -> None:
@@ -183,19 +187,24 @@ def test_output_read_failure_is_reported_not_fatal() -> None:
     assert result.exit_code == 1 and "could not read the output of task run 8" in log
 
 
-def test_stop_cancels_waits_and_raises_with_the_signals_code() -> None:
+def sigterm_at_poll(ws: FakeWorkspace, poll: int) -> StopRequest:
+    """A stop request that SIGTERM sets right after the workspace answers poll number `poll`."""
     stop = StopRequest()
-    ws = FakeWorkspace(states=[("RUNNING", None)])
-
     original = ws.next_run
 
     def poll_then_signal() -> dict[str, Any]:
         body = original()
-        if ws.polls == 2:
+        if ws.polls == poll:
             stop.request(143, "SIGTERM")
         return body
 
     ws.next_run = poll_then_signal  # type: ignore[method-assign]
+    return stop
+
+
+def test_stop_cancels_waits_and_raises_with_the_signals_code() -> None:
+    ws = FakeWorkspace(states=[("RUNNING", None)])
+    stop = sigterm_at_poll(ws, 2)
     with pytest.raises(StoppedError) as caught:
         step(ws, stop=stop)
     assert caught.value.exit_code == 143 and ws.cancelled == [7]
@@ -317,3 +326,48 @@ def test_stop_during_a_notebook_check_stuck_in_retries_submits_nothing() -> None
         storm_over.set()
     assert caught.value.exit_code == 143 and "before submitting" in str(caught.value)
     assert ws.submitted == []
+
+
+def _elapsed(log: str) -> list[float]:
+    return [float(m) for m in re.findall(r"^\[\s*([\d.]+)s\]", log, re.M)]
+
+
+def test_after_a_cancel_the_elapsed_time_keeps_counting_from_the_submit() -> None:
+    ws = FakeWorkspace(states=[("RUNNING", None)])
+    stop = sigterm_at_poll(ws, 4)
+    log = io.StringIO()
+    with pytest.raises(StoppedError):
+        step(ws, stop=stop, log=log)
+    text = log.getvalue()
+    cancelled = next(line for line in text.splitlines() if "CANCELED" in line and line.startswith("["))
+    times = _elapsed(text)
+    assert times == sorted(times) and times[0] == 0.0
+    assert _elapsed(cancelled)[0] > 1.0  # not restarted at 0 for the cancel's own wait
+
+
+class TtyLog(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_on_a_tty_a_live_line_counts_up_between_polls() -> None:
+    ws = FakeWorkspace(states=[("RUNNING", None)] * 12 + [("TERMINATED", "SUCCESS")])
+    log = TtyLog()
+    result, text = step(ws, log=log)
+    assert result.exit_code == 0
+    live = [float(m) for m in re.findall(r"\r\x1b\[2K\[\s*([\d.]+)s\] RUNNING …", text)]
+    assert len(live) > ws.polls  # redrawn between polls, not only at them
+    assert live == sorted(live)
+    plain = FakeWorkspace(states=[("RUNNING", None)] * 12 + [("TERMINATED", "SUCCESS")])
+    assert "\x1b" not in step(plain)[1]  # not a TTY (Azure ML's log): plain lines only
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [BadRequest("Invalid notebook path: ../x"), InvalidParameterValue("timeout_seconds must be an int32")],
+)
+def test_a_submit_the_workspace_rejects_is_bad_input_exit_2(refusal: Exception) -> None:
+    with pytest.raises(UsageError) as caught:
+        step(FakeWorkspace(submit_error=refusal))
+    assert caught.value.exit_code == 2
+    assert str(caught.value) == f"the workspace rejected the request to submit the run: {refusal}"

@@ -158,3 +158,24 @@ def test_require_output_default_on_for_notebooks_with_output() -> None:
     assert settings(output="/outputs/out").output_required
     assert not settings().output_required
     assert not settings(output="/outputs/out", require_output=False).output_required
+
+
+def test_defaults_are_the_settings_fields_own() -> None:
+    """Nothing given anywhere: every setting is the default written on `Settings`."""
+    from dataclasses import fields
+
+    from aml_databricks.step.settings import Settings
+
+    given = resolve({"notebook_path": "/nb", "existing_cluster_id": "c", "dry_run": "true"}, {})
+    defaults = Settings()
+    changed = {f.name for f in fields(Settings) if getattr(given, f.name) != getattr(defaults, f.name)}
+    assert changed == {"notebook_path", "existing_cluster_id", "dry_run"}
+
+
+def test_key_value_parsing_is_shared() -> None:
+    from aml_databricks.kv import parse_key_value
+
+    assert parse_key_value(" a =b=c ") == ("a", "b=c ")
+    with pytest.raises(ValueError, match="expected INPUT=VALUE"):
+        parse_key_value("=x", "INPUT=VALUE")
+    assert settings(param=["k= v"]).params == {"k": " v"}

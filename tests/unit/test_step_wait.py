@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import threading
 from typing import Any
@@ -181,3 +182,31 @@ def test_a_first_observation_saves_the_immediate_poll() -> None:
     outcome = wait_until_terminal(poll, clock=clock, stop=threading.Event(), policy=PollPolicy(), first=first)
     assert outcome.reason is EndReason.TERMINAL
     assert poll.calls == 2 and clock.sleeps[0] == PollPolicy().min_interval  # not polled at t=0
+
+
+def test_ticks_keep_the_elapsed_time_moving_between_polls_without_extra_polls() -> None:
+    """On a TTY the live line counts up every second even while the poll interval is several
+    seconds long; the polls themselves stay what the policy says."""
+    script = [(60.0, body("RUNNING")), (1e9, body("TERMINATED", "SUCCESS"))]
+    ticks: list[float] = []
+    _, plain_clock, plain_poll = run_wait(script)
+    outcome, clock, poll = run_wait(script, on_tick=lambda _obs, elapsed: ticks.append(elapsed))
+    assert outcome.reason is EndReason.TERMINAL
+    assert poll.calls == plain_poll.calls and clock.now == pytest.approx(plain_clock.now)
+    assert ticks == sorted(ticks) and len(ticks) >= 30  # about one a second over a minute of polls
+    assert max(b - a for a, b in itertools.pairwise(ticks)) <= 2.0  # a poll may fall between two
+
+
+def test_ticks_stop_at_once_on_a_stop() -> None:
+    clock = FakeClock()
+    clock.stop_at = 50.5
+    ticks: list[float] = []
+    outcome, clock, _ = run_wait([(1e9, body("RUNNING"))], clock=clock, on_tick=lambda _o, e: ticks.append(e))
+    assert outcome.reason is EndReason.STOPPED and clock.now == 50.5
+    assert ticks and max(ticks) < 50.5
+
+
+def test_state_log_since_continues_an_earlier_timeline() -> None:
+    lines: list[str] = []
+    StateLog(lines.append, since=42.0)(RunObservation.from_response(body("TERMINATING")), 0.5)
+    assert lines == ["[   42.5s] TERMINATING"]

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from aml_databricks.errors import UsageError
-from aml_databricks.workspace.errors import InvalidParameterValue
+from aml_databricks.workspace.errors import InvalidParameterValue, MalformedRequest
 from aml_databricks.workspace.faults import parse_faults
 from aml_databricks.workspace.objects import normalize_path
 from aml_databricks.workspace.server import resolve_token
+from aml_databricks.workspace.wire import USER_VALUE_PATHS, check_value
 
 
 @pytest.mark.parametrize(("raw", "normal"), [
@@ -50,3 +51,27 @@ def test_generated_token_is_stored_private_and_reused(tmp_path: Path, monkeypatc
     monkeypatch.setenv("AML_DATABRICKS_LOCAL_TOKEN", "from-env")
     assert resolve_token(tmp_path, None) == ("from-env", "$AML_DATABRICKS_LOCAL_TOKEN")
     assert resolve_token(tmp_path, "flag")[0] == "flag"
+
+
+def test_null_fields_are_dropped_at_every_depth_but_kept_in_a_users_own_value() -> None:
+    body = {"a": None, "tasks": [{"depends_on": None, "notebook_task": {"source": None, "x": 1}}]}
+    assert check_value(body) == {"tasks": [{"notebook_task": {"x": 1}}]}
+    value = {"key": "k", "value": {"kept": None, "list": [None]}}
+    assert check_value(value, drop_nulls=False) == {"key": "k", "value": {"kept": None, "list": [None]}}
+    assert "/api/2.0/local/task-values/set" in USER_VALUE_PATHS
+
+
+def nested(depth: int) -> list[object]:
+    value: list[object] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("body", [
+    {"run_name": "bad\ud800"}, {"bad\udfff": 1}, {"tasks": [{"x": ["\ud800"]}]},
+    {"deep": nested(70)},
+])
+def test_lone_surrogates_and_deep_nesting_are_malformed(body: dict[str, object]) -> None:
+    with pytest.raises(MalformedRequest):
+        check_value(body)

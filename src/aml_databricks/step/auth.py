@@ -12,9 +12,15 @@ Order (`--auth auto`), the first *configured* source is used:
 A configured source that fails is an error, not a reason to try the next one: silently falling
 back would hide a misconfiguration behind a different identity. `--auth KIND` forces one source.
 
-Entra ID tokens go to databricks-sdk through a `CredentialsStrategy` built on azure-identity, which
-also covers managed identity (databricks-sdk for Python has no `azure-msi`). The log names the
-kind; values never leave this module except as the Authorization header.
+Who fetches the Entra ID tokens:
+  - service principal and Azure CLI: databricks-sdk's own `azure-client-secret` and `azure-cli`
+    strategies (they pick the Azure cloud's login endpoint from the host, cache and refresh the
+    token, and add the management-token header Azure Databricks wants); `connect` asks for the
+    first token at once, so a bad secret or a missing `az login` fails there with exit 3;
+  - managed identity: azure-identity's ManagedIdentityCredential (databricks-sdk for Python has
+    no `azure-msi`), which caches its tokens, behind a small `CredentialsStrategy`;
+  - Key Vault: azure-identity and azure-keyvault-secrets.
+The log names the kind; values never leave this module except as the Authorization header.
 
 Azure classes are reached through `AzureFactories`, so tests hand in fakes; the defaults import
 azure-identity and azure-keyvault-secrets lazily (only the chosen source pays for its import).
@@ -23,14 +29,12 @@ azure-identity and azure-keyvault-secrets lazily (only the chosen source pays fo
 from __future__ import annotations
 
 import shutil
-import threading
-import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from aml_databricks.errors import AuthError
-from aml_databricks.step.settings import Settings
+from aml_databricks.errors import AuthError, first_line
+from aml_databricks.step.settings import Settings  # only for CredentialSources.from_settings
 
 if TYPE_CHECKING:
     from databricks.sdk.config import Config
@@ -39,8 +43,6 @@ if TYPE_CHECKING:
 # The AzureDatabricks first-party application: tokens for this scope are accepted by every
 # Azure Databricks workspace the identity is a member of.
 AZURE_DATABRICKS_SCOPE = "2ff814a6-3304-4ab8-85cb-cd0e6f879c1d/.default"
-# Refresh a cached token this long before it expires, so a request never carries a stale one.
-_REFRESH_MARGIN_SECONDS = 300
 
 
 class AccessToken(Protocol):
@@ -65,8 +67,6 @@ class AzureFactories:
 
     default_credential: Callable[[], TokenCredential]
     managed_identity: Callable[[str | None], TokenCredential]
-    client_secret: Callable[[str, str, str], TokenCredential]  # tenant, client id, secret
-    azure_cli: Callable[[], TokenCredential]
     secret_client: Callable[[str, TokenCredential], SecretReader]  # vault url, credential
     az_on_path: Callable[[], bool]
 
@@ -82,16 +82,6 @@ def real_factories() -> AzureFactories:
 
         return ManagedIdentityCredential(client_id=client_id) if client_id else ManagedIdentityCredential()
 
-    def client_secret(tenant: str, client_id: str, secret: str) -> TokenCredential:
-        from azure.identity import ClientSecretCredential
-
-        return ClientSecretCredential(tenant_id=tenant, client_id=client_id, client_secret=secret)
-
-    def azure_cli() -> TokenCredential:
-        from azure.identity import AzureCliCredential
-
-        return AzureCliCredential()
-
     def secret_client(vault_url: str, credential: TokenCredential) -> SecretReader:
         from azure.keyvault.secrets import SecretClient
 
@@ -100,51 +90,50 @@ def real_factories() -> AzureFactories:
     return AzureFactories(
         default_credential=default_credential,
         managed_identity=managed_identity,
-        client_secret=client_secret,
-        azure_cli=azure_cli,
         secret_client=secret_client,
         az_on_path=lambda: shutil.which("az") is not None,
     )
 
 
 @dataclass(frozen=True)
+class CredentialSources:
+    """Where to look for a credential (never the credential itself): the four settings auth reads."""
+
+    auth: str = "auto"  # a kind from AUTH_KINDS, or auto
+    keyvault_url: str | None = None
+    keyvault_secret_name: str | None = None
+    managed_identity_client_id: str | None = None
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> CredentialSources:
+        return cls(s.auth, s.keyvault_url, s.keyvault_secret_name, s.managed_identity_client_id)
+
+
+@dataclass(frozen=True)
 class Credentials:
-    """What the client needs: a PAT, or a strategy that yields Entra ID tokens. `kind` is loggable."""
+    """What the client needs: a PAT, a strategy that yields Entra ID tokens, or the name of one of
+    databricks-sdk's own strategies with its settings. `kind` is loggable."""
 
     kind: str
     token: str | None = None
     strategy: CredentialsStrategy | None = None
+    sdk_auth: Mapping[str, str] = field(default_factory=dict)  # auth_type and its Config fields
     secret_values: tuple[str, ...] = ()  # what to mask in any output
 
     def config_kwargs(self) -> dict[str, Any]:
         if self.token is not None:
             return {"token": self.token, "auth_type": "pat"}
-        return {"credentials_strategy": self.strategy}
+        if self.strategy is not None:
+            return {"credentials_strategy": self.strategy}
+        return dict(self.sdk_auth)
 
     def __repr__(self) -> str:  # never show the token, even in a debugger or a traceback
         return f"Credentials(kind={self.kind!r})"
 
 
-class EntraTokenCache:
-    """Tokens for the Azure Databricks scope from one azure-identity credential, refreshed shortly
-    before they expire (AzureCliCredential does no caching of its own)."""
-
-    def __init__(self, credential: TokenCredential, clock: Callable[[], float] = time.time) -> None:
-        self._credential = credential
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._token: str | None = None
-        self._expires_on = 0.0
-
-    def token(self) -> str:
-        with self._lock:
-            if self._token is None or self._expires_on - self._clock() < _REFRESH_MARGIN_SECONDS:
-                access = self._credential.get_token(AZURE_DATABRICKS_SCOPE)
-                self._token, self._expires_on = access.token, float(access.expires_on)
-            return self._token
-
-
-def entra_strategy(kind: str, cache: EntraTokenCache) -> CredentialsStrategy:
+def entra_strategy(kind: str, credential: TokenCredential) -> CredentialsStrategy:
+    """Bearer tokens for the Azure Databricks scope from an azure-identity credential, which caches
+    and refreshes them itself."""
     from databricks.sdk.credentials_provider import CredentialsProvider, CredentialsStrategy
 
     class _EntraStrategy(CredentialsStrategy):
@@ -152,17 +141,17 @@ def entra_strategy(kind: str, cache: EntraTokenCache) -> CredentialsStrategy:
             return kind
 
         def __call__(self, cfg: Config) -> CredentialsProvider:
-            return lambda: {"Authorization": f"Bearer {cache.token()}"}
+            return lambda: {"Authorization": f"Bearer {credential.get_token(AZURE_DATABRICKS_SCOPE).token}"}
 
     return _EntraStrategy()
 
 
 def resolve_credentials(
-    settings: Settings, env: Mapping[str, str], factories: AzureFactories | None = None
+    sources: CredentialSources, env: Mapping[str, str], factories: AzureFactories | None = None
 ) -> Credentials:
     f = factories or real_factories()
-    wanted = settings.auth
-    for kind, configured, build in _sources(settings, env, f):
+    wanted = sources.auth
+    for kind, configured, build in _sources(sources, env, f):
         if wanted == kind or (wanted == "auto" and configured):
             return build()
     if wanted != "auto":
@@ -175,7 +164,7 @@ def resolve_credentials(
 
 
 def _sources(
-    s: Settings, env: Mapping[str, str], f: AzureFactories
+    s: CredentialSources, env: Mapping[str, str], f: AzureFactories
 ) -> list[tuple[str, bool, Callable[[], Credentials]]]:
     arm = (env.get("ARM_TENANT_ID", ""), env.get("ARM_CLIENT_ID", ""), env.get("ARM_CLIENT_SECRET", ""))
     in_azure_identity_env = bool(env.get("IDENTITY_ENDPOINT") or env.get("MSI_ENDPOINT"))
@@ -187,15 +176,11 @@ def _sources(
             bool(s.managed_identity_client_id),
             lambda: _entra("managed-identity", f.managed_identity(s.managed_identity_client_id)),
         ),
-        (
-            "service-principal",
-            all(arm),
-            lambda: _entra("service-principal", _client_secret(arm, f)),
-        ),
+        ("service-principal", all(arm), lambda: _service_principal(arm)),
         (
             "azure-cli",
             f.az_on_path() and not in_azure_identity_env,
-            lambda: _entra("azure-cli", f.azure_cli()),
+            lambda: Credentials("azure-cli", sdk_auth={"auth_type": "azure-cli"}),
         ),
     ]
 
@@ -207,7 +192,7 @@ def _databricks_token(env: Mapping[str, str]) -> Credentials:
     return Credentials("databricks-token", token=token, secret_values=(token,))
 
 
-def _keyvault_pat(s: Settings, f: AzureFactories) -> Credentials:
+def _keyvault_pat(s: CredentialSources, f: AzureFactories) -> Credentials:
     if not (s.keyvault_url and s.keyvault_secret_name):
         raise AuthError("--auth keyvault-pat needs --keyvault-url and --keyvault-secret-name")
     name = s.keyvault_secret_name
@@ -224,20 +209,26 @@ def _keyvault_pat(s: Settings, f: AzureFactories) -> Credentials:
     return Credentials("keyvault-pat", token=token, secret_values=(token,))
 
 
-def _client_secret(arm: tuple[str, str, str], f: AzureFactories) -> TokenCredential:
+def _service_principal(arm: tuple[str, str, str]) -> Credentials:
     tenant, client_id, secret = arm
     if not all(arm):
         raise AuthError("--auth service-principal needs ARM_TENANT_ID, ARM_CLIENT_ID and ARM_CLIENT_SECRET")
-    return f.client_secret(tenant, client_id, secret)
+    settings = {
+        "auth_type": "azure-client-secret",
+        "azure_tenant_id": tenant,
+        "azure_client_id": client_id,
+        "azure_client_secret": secret,
+    }
+    return Credentials("service-principal", sdk_auth=settings, secret_values=(secret,))
 
 
 def _entra(kind: str, credential: TokenCredential) -> Credentials:
-    cache = EntraTokenCache(credential)
     try:
-        token = cache.token()  # fail here, with a clear line, rather than inside the first API call
+        # fail here, with a clear line, rather than inside the first API call
+        token = credential.get_token(AZURE_DATABRICKS_SCOPE).token
     except Exception as exc:
         raise AuthError(f"{kind}: could not get an Entra ID token for Azure Databricks: {_azure_reason(exc)}") from None
-    return Credentials(kind, strategy=entra_strategy(kind, cache), secret_values=(token,))
+    return Credentials(kind, strategy=entra_strategy(kind, credential), secret_values=(token,))
 
 
 def _azure_reason(exc: Exception) -> str:
@@ -246,5 +237,4 @@ def _azure_reason(exc: Exception) -> str:
     name = type(exc).__name__
     if name == "ResourceNotFoundError":
         return "secret not found"
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else name
-    return f"{name}: {first_line}"
+    return f"{name}: {first_line(exc)}"

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aml_databricks.errors import UsageError
-from aml_databricks.step.settings import Settings
 
 # Passed into the cluster's environment, as the demo does, so azureml-mlflow on Databricks logs
 # into the step's own MLflow run.
@@ -65,13 +64,14 @@ def generate_run_id(now: Callable[[], float] = time.time) -> str:
     return f"local_{stamp}_{secrets.token_hex(4)}"
 
 
-def context_from_env(settings: Settings, env: Mapping[str, str]) -> AzureMLContext:
+def context_from_env(output: str | None, env: Mapping[str, str]) -> AzureMLContext:
+    """The job's context; `output` is the --output value (a folder or an `azureml://` URI)."""
     run_id = env.get("AZUREML_RUN_ID", "").strip()
     generated = not run_id
     if generated:
         run_id = generate_run_id()
     mlflow = {name: env[name] for name in MLFLOW_VARIABLES if env.get(name)}
-    return AzureMLContext(run_id=run_id, run_id_generated=generated, mlflow=mlflow, output=settings.output)
+    return AzureMLContext(run_id=run_id, run_id_generated=generated, mlflow=mlflow, output=output)
 
 
 def output_uri(output: str | None, datastores: Mapping[str, tuple[str, str]]) -> str | None:

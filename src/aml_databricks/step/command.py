@@ -15,7 +15,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from aml_databricks.step.settings import AUTH_KINDS
+from aml_databricks.step.settings import (
+    AUTH_KINDS,
+    MAX_CONNECT_TIMEOUT,
+    MAX_RETRY_BUDGET,
+    MAX_TIMEOUT_SECONDS,
+    OUTPUT_FORMATS,
+    SOURCES,
+    TASK_TYPES,
+    Settings,
+)
+
+_D = Settings()  # the defaults, as help text shows them
 
 EXIT_CODES = """\
 exit codes:
@@ -58,7 +69,7 @@ def add_parser(subparsers: Any) -> None:
     demo.add_argument("--spark-version", metavar="VERSION")
 
     task = p.add_argument_group("task")
-    task.add_argument("--task-type", choices=["notebook", "python", "wheel", "jar", "sql", "dbt"])
+    task.add_argument("--task-type", choices=TASK_TYPES)
     task.add_argument(
         "--param",
         action="append",
@@ -85,9 +96,9 @@ def add_parser(subparsers: Any) -> None:
     task.add_argument("--profiles-directory")
     task.add_argument("--dbt-catalog")
     task.add_argument("--dbt-schema")
-    task.add_argument("--source", choices=["WORKSPACE", "GIT"], help="where the task's file lives")
+    task.add_argument("--source", choices=SOURCES, help="where the task's file lives")
     task.add_argument("--git-url")
-    task.add_argument("--git-provider", help="gitHub (default), azureDevOpsServices, gitLab, ...")
+    task.add_argument("--git-provider", help=f"{_D.git_provider} (default), azureDevOpsServices, gitLab, ...")
     task.add_argument("--git-branch")
 
     cluster = p.add_argument_group("compute")
@@ -102,12 +113,14 @@ def add_parser(subparsers: Any) -> None:
         default=None,
         help="serverless compute (python/wheel/dbt get an `environments` entry)",
     )
-    cluster.add_argument("--environment-version", help="serverless environment version (default 2)")
+    cluster.add_argument(
+        "--environment-version", help=f"serverless environment version (default {_D.environment_version})"
+    )
     cluster.add_argument(
         "--pypi",
         action="append",
         metavar="PKG",
-        help="PyPI library (repeatable; default azureml-mlflow; --pypi '' for none)",
+        help=f"PyPI library (repeatable; default {','.join(_D.pypi)}; --pypi '' for none)",
     )
 
     aml = p.add_argument_group("Azure ML")
@@ -139,14 +152,26 @@ def add_parser(subparsers: Any) -> None:
 
     behaviour = p.add_argument_group("behaviour")
     behaviour.add_argument("--run-name", help="default: the Azure ML run id")
-    behaviour.add_argument("--timeout", metavar="SECONDS", help="cancel the run after this long (0 = none)")
-    behaviour.add_argument("--poll-max-interval", metavar="SECONDS", help="longest pause between polls (10)")
     behaviour.add_argument(
-        "--retry-budget", metavar="SECONDS", help="how long one API call retries 429/503/resets (300)"
+        "--timeout", metavar="SECONDS", help=f"cancel the run after this long (0 = none; at most {MAX_TIMEOUT_SECONDS})"
     )
-    behaviour.add_argument("--connect-timeout", metavar="SECONDS", help="how long to try reaching the host (30)")
     behaviour.add_argument(
-        "--cancel-grace", metavar="SECONDS", help="after cancelling, how long to wait for the run to end (60)"
+        "--poll-max-interval", metavar="SECONDS", help=f"longest pause between polls ({_D.poll_max_interval:g})"
+    )
+    behaviour.add_argument(
+        "--retry-budget",
+        metavar="SECONDS",
+        help=f"how long one API call retries 429/503/resets ({_D.retry_budget:g}; at most {MAX_RETRY_BUDGET:g})",
+    )
+    behaviour.add_argument(
+        "--connect-timeout",
+        metavar="SECONDS",
+        help=f"how long to try reaching the host ({_D.connect_timeout:g}; at most {MAX_CONNECT_TIMEOUT:g})",
+    )
+    behaviour.add_argument(
+        "--cancel-grace",
+        metavar="SECONDS",
+        help=f"after cancelling, how long to wait for the run to end ({_D.cancel_grace:g})",
     )
     behaviour.add_argument(
         "--dry-run",
@@ -156,7 +181,7 @@ def add_parser(subparsers: Any) -> None:
     )
     behaviour.add_argument(
         "--output-format",
-        choices=["text", "json"],
+        choices=OUTPUT_FORMATS,
         help="json: one result document on stdout, logs on stderr",
     )
     p.set_defaults(func=run_command)
@@ -181,7 +206,10 @@ def run_command(args: argparse.Namespace) -> int:
         # Imported after validation: bad input is reported without paying for databricks-sdk.
         from aml_databricks.step.runner import StopRequest, run_step
 
-        reporter = Reporter(masker, json_mode=settings.output_format == "json")
+        # --dry-run's stdout is the payload alone (pipe it to a JSON tool); notices go to stderr.
+        reporter = Reporter(
+            masker, json_mode=settings.output_format == "json", log=sys.stderr if settings.dry_run else None
+        )
         # The SDK logs through `logging`; unconfigured, its warnings would reach stderr unmasked.
         logging.getLogger("databricks.sdk").setLevel(logging.CRITICAL)
         logging.getLogger("azure").setLevel(logging.CRITICAL)

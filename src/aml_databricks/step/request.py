@@ -11,14 +11,17 @@ The request is built from databricks-sdk's own dataclasses, so field names are t
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from databricks.sdk.service import compute, jobs
 
+from aml_databricks.errors import UsageError
 from aml_databricks.step.azureml import MLFLOW_TOKEN, AzureMLContext, output_uri, spark_env_vars
-from aml_databricks.step.settings import Settings
+from aml_databricks.step.settings import TASK_FIELDS, Settings
 
 TASK_KEY = "main"
 ENVIRONMENT_KEY = "default"
@@ -136,46 +139,78 @@ def build_submit_request(settings: Settings, ctx: AzureMLContext, submission_id:
     )
 
 
+def submit_task_fields() -> frozenset[str]:
+    """The task fields (`notebook_task`, `sql_task`, …) of the installed databricks-sdk's `SubmitTask`."""
+    return frozenset(f.name for f in dataclasses.fields(jobs.SubmitTask) if f.name.endswith("_task"))
+
+
 def _set_task_type(task: jobs.SubmitTask, s: Settings, ctx: AzureMLContext) -> None:
-    source = jobs.Source(s.source) if s.source else None
-    params = list(s.args) or None
-    if s.task_type == "notebook":
-        assert s.notebook_path is not None
-        task.notebook_task = jobs.NotebookTask(
-            notebook_path=s.notebook_path, base_parameters=_base_parameters(s, ctx), source=source
-        )
-    elif s.task_type == "python":
-        assert s.python_file is not None
-        task.spark_python_task = jobs.SparkPythonTask(python_file=s.python_file, parameters=params, source=source)
-    elif s.task_type == "wheel":
-        assert s.package_name is not None and s.entry_point is not None
-        task.python_wheel_task = jobs.PythonWheelTask(
-            package_name=s.package_name,
-            entry_point=s.entry_point,
-            parameters=params,
-            named_parameters=dict(s.params) or None,
-        )
-    elif s.task_type == "jar":
-        assert s.main_class_name is not None
-        task.spark_jar_task = jobs.SparkJarTask(main_class_name=s.main_class_name, parameters=params)
-    elif s.task_type == "sql":
-        assert s.warehouse_id is not None
-        task.sql_task = jobs.SqlTask(
-            warehouse_id=s.warehouse_id,
-            file=jobs.SqlTaskFile(path=s.sql_file, source=source) if s.sql_file else None,
-            query=jobs.SqlTaskQuery(query_id=s.query_id) if s.query_id else None,
-            parameters=dict(s.params) or None,
-        )
-    elif s.task_type == "dbt":
-        task.dbt_task = jobs.DbtTask(
-            commands=list(s.dbt_commands),
-            project_directory=s.project_directory,
-            profiles_directory=s.profiles_directory,
-            catalog=s.dbt_catalog,
-            schema=s.dbt_schema,
-            warehouse_id=s.warehouse_id,
-            source=source,
-        )
+    name = TASK_FIELDS[s.task_type]
+    if name not in submit_task_fields():  # setattr would add a field that never reaches the wire
+        raise UsageError(f"--task-type {s.task_type}: the installed databricks-sdk has no SubmitTask.{name}")
+    setattr(task, name, _TASK_BUILDERS[name](s, ctx))
+
+
+def _notebook_task(s: Settings, ctx: AzureMLContext) -> jobs.NotebookTask:
+    assert s.notebook_path is not None
+    return jobs.NotebookTask(notebook_path=s.notebook_path, base_parameters=_base_parameters(s, ctx), source=_source(s))
+
+
+def _spark_python_task(s: Settings, ctx: AzureMLContext) -> jobs.SparkPythonTask:
+    assert s.python_file is not None
+    return jobs.SparkPythonTask(python_file=s.python_file, parameters=list(s.args) or None, source=_source(s))
+
+
+def _python_wheel_task(s: Settings, ctx: AzureMLContext) -> jobs.PythonWheelTask:
+    assert s.package_name is not None and s.entry_point is not None
+    return jobs.PythonWheelTask(
+        package_name=s.package_name,
+        entry_point=s.entry_point,
+        parameters=list(s.args) or None,
+        named_parameters=dict(s.params) or None,
+    )
+
+
+def _spark_jar_task(s: Settings, ctx: AzureMLContext) -> jobs.SparkJarTask:
+    assert s.main_class_name is not None
+    return jobs.SparkJarTask(main_class_name=s.main_class_name, parameters=list(s.args) or None)
+
+
+def _sql_task(s: Settings, ctx: AzureMLContext) -> jobs.SqlTask:
+    assert s.warehouse_id is not None
+    return jobs.SqlTask(
+        warehouse_id=s.warehouse_id,
+        file=jobs.SqlTaskFile(path=s.sql_file, source=_source(s)) if s.sql_file else None,
+        query=jobs.SqlTaskQuery(query_id=s.query_id) if s.query_id else None,
+        parameters=dict(s.params) or None,
+    )
+
+
+def _dbt_task(s: Settings, ctx: AzureMLContext) -> jobs.DbtTask:
+    return jobs.DbtTask(
+        commands=list(s.dbt_commands),
+        project_directory=s.project_directory,
+        profiles_directory=s.profiles_directory,
+        catalog=s.dbt_catalog,
+        schema=s.dbt_schema,
+        warehouse_id=s.warehouse_id,
+        source=_source(s),
+    )
+
+
+def _source(s: Settings) -> jobs.Source | None:
+    return jobs.Source(s.source) if s.source else None
+
+
+# SubmitTask field → its builder; the keys are TASK_FIELDS' values (tests hold them equal).
+_TASK_BUILDERS: dict[str, Callable[[Settings, AzureMLContext], Any]] = {
+    "notebook_task": _notebook_task,
+    "spark_python_task": _spark_python_task,
+    "python_wheel_task": _python_wheel_task,
+    "spark_jar_task": _spark_jar_task,
+    "sql_task": _sql_task,
+    "dbt_task": _dbt_task,
+}
 
 
 def _base_parameters(s: Settings, ctx: AzureMLContext) -> dict[str, str]:

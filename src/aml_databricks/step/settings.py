@@ -12,17 +12,39 @@ environment and returns a frozen `Settings`, or raises `UsageError` with one lin
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from aml_databricks.errors import UsageError
+from aml_databricks.kv import parse_key_value
+from aml_databricks.step.values import (
+    Autoscale,
+    bounded_int,
+    bounded_seconds,
+    normalize_host,
+    parse_autoscale,
+    parse_bool,
+    parse_datastore,
+    parse_non_negative_int,
+    parse_secret_ref,
+)
 
 ENV_PREFIX = "AML_DATABRICKS_"
-TASK_TYPES = ("notebook", "python", "wheel", "jar", "sql", "dbt")
+# --task-type → the `SubmitTask` field of databricks-sdk that carries it. The one list of task types:
+# the flag's choices come from it and request.py builds each by this field name, checked against
+# the installed SDK's `SubmitTask` (the SDK itself is too heavy to import for `--help`).
+TASK_FIELDS = {
+    "notebook": "notebook_task",
+    "python": "spark_python_task",
+    "wheel": "python_wheel_task",
+    "jar": "spark_jar_task",
+    "sql": "sql_task",
+    "dbt": "dbt_task",
+}
+TASK_TYPES = tuple(TASK_FIELDS)
+SOURCES = ("WORKSPACE", "GIT")
 AUTH_KINDS = (
     "auto",
     "databricks-token",
@@ -33,19 +55,20 @@ AUTH_KINDS = (
 )
 OUTPUT_FORMATS = ("text", "json")
 DEFAULT_PYPI = ("azureml-mlflow",)  # the demo installs it so the notebook can log to Azure ML
+# Upper bounds of the durations (docs/step.md). timeout_seconds is an int32 in the Jobs API; the
+# others are the step's own: past them a value is a typo or `inf`, not a plan.
+MAX_TIMEOUT_SECONDS = 2**31 - 1
+MAX_POLL_MAX_INTERVAL = 3600.0
+MAX_RETRY_BUDGET = 3600.0
+MAX_CONNECT_TIMEOUT = 600.0
+MAX_CANCEL_GRACE = 3600.0
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class Autoscale:
-    min_workers: int
-    max_workers: int
-
-
-@dataclass(frozen=True)
 class Settings:
-    host: str | None
+    host: str | None = None  # required unless --dry-run (validate)
     task_type: str = "notebook"
     # notebook
     notebook_path: str | None = None
@@ -115,116 +138,12 @@ class Settings:
         return self.task_type == "notebook" and self.output is not None
 
 
-# --- parsers for single values; each raises ValueError with the reason -------------------------
-
-
-def parse_key_value(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise ValueError(f"expected KEY=VALUE, got {text!r}")
-    return key.strip(), value
-
-
-def parse_autoscale(text: str) -> Autoscale:
-    match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", text)
-    if not match:
-        raise ValueError(f"expected MIN:MAX, got {text!r}")
-    low, high = int(match[1]), int(match[2])
-    if high < 1 or low > high:
-        raise ValueError(f"need 0 <= MIN <= MAX and MAX >= 1, got {text!r}")
-    return Autoscale(low, high)
-
-
-def parse_datastore(text: str) -> tuple[str, tuple[str, str]]:
-    name, value = parse_key_value(text)
-    account, sep, container = value.partition("/")
-    if not sep or not account or not container or "/" in container:
-        raise ValueError(f"expected DATASTORE=ACCOUNT/CONTAINER, got {text!r}")
-    return name, (account, container)
-
-
-def parse_secret_ref(text: str) -> tuple[str, str]:
-    scope, sep, key = text.partition("/")
-    if not sep or not scope or not key or "/" in key:
-        raise ValueError(f"expected SCOPE/KEY, got {text!r}")
-    return scope, key
-
-
-def parse_bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(f"expected true or false, got {text!r}")
-
-
-def parse_non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError(f"must be >= 0, got {value}")
-    return value
-
-
-def parse_positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise ValueError(f"must be > 0, got {text}")
-    return value
-
-
-def normalize_host(text: str) -> str:
-    """`adb-1.2.azuredatabricks.net` → `https://adb-1.2.azuredatabricks.net`; http only on loopback,
-    because a token sent over plain http to another machine is a token given away."""
-    text = text.strip()
-    if not text:
-        raise ValueError("is empty")
-    if "://" not in text:
-        text = "https://" + text
-    parts = urlsplit(text)
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"has an invalid port: {text!r}") from None
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ValueError(f"is not an http(s) URL: {text!r}")
-    if not _HOSTNAME.fullmatch(parts.hostname) and not _is_ip(parts.hostname):
-        raise ValueError(f"has an invalid host name: {text!r}")
-    if parts.path.strip("/") or parts.query or parts.fragment:
-        raise ValueError(f"must be the workspace URL without a path: {text!r}")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
-        raise ValueError(f"uses http:// for a non-loopback host (use https://): {text!r}")
-    netloc = parts.hostname if port is None else f"{parts.hostname}:{port}"
-    if ":" in parts.hostname:  # IPv6 literal
-        netloc = f"[{parts.hostname}]" + ("" if port is None else f":{port}")
-    return f"{parts.scheme}://{netloc}"
-
-
-_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*")
-
-
-def _is_ip(hostname: str) -> bool:
-    try:
-        ipaddress.ip_address(hostname)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_loopback(hostname: str) -> bool:
-    if hostname == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(hostname).is_loopback
-    except ValueError:
-        return False
-
-
 # --- resolution --------------------------------------------------------------------------------
 
 
 class _Resolver:
-    """Picks flag, then env, then default for one setting, and names the input in errors."""
+    """Picks flag, then env, then default for one setting, and names the input in errors. The
+    default is the `Settings` field's own (`field` when the flag's name differs from it)."""
 
     def __init__(self, values: Mapping[str, Any], env: Mapping[str, str]) -> None:
         self.values = values
@@ -234,7 +153,9 @@ class _Resolver:
         where = from_env if from_env else "--" + dest.replace("_", "-")
         return UsageError(f"{where} {reason}")
 
-    def scalar(self, dest: str, parse: Callable[[str], T], default: T, *, also_env: Sequence[str] = ()) -> T:
+    def scalar(
+        self, dest: str, parse: Callable[[str], T], *, field: str | None = None, also_env: Sequence[str] = ()
+    ) -> T:
         flag = self.values.get(dest)
         source: str | None = None
         if flag is None:
@@ -243,26 +164,45 @@ class _Resolver:
                     flag, source = self.env[name], name
                     break
         if flag is None:
-            return default
+            return _default(field or dest)  # type: ignore[no-any-return]
         if not isinstance(flag, str):
             return flag  # type: ignore[no-any-return]  # argparse already converted it
         try:
-            return parse(flag)
+            return parse(_utf8(flag))
         except ValueError as exc:
             raise self._fail(dest, source, _reason(exc)) from None
 
-    def items(self, dest: str, parse: Callable[[str], T], default: Sequence[T] = ()) -> tuple[T, ...]:
+    def items(self, dest: str, parse: Callable[[str], T], *, field: str | None = None) -> tuple[T, ...]:
         given = self.values.get(dest)
         source: str | None = None
         if given is None:
             name = ENV_PREFIX + dest.upper()
             if name not in self.env:
-                return tuple(default)
+                return tuple(_default(field or dest))
             given, source = [part for part in self.env[name].split(",") if part.strip()], name
         try:
-            return tuple(parse(item) for item in given if item != "")
+            return tuple(parse(_utf8(item)) for item in given if item != "")
         except ValueError as exc:
             raise self._fail(dest, source, _reason(exc)) from None
+
+
+def _default(name: str) -> Any:
+    """A setting's default, as written once on the `Settings` field."""
+    spec = Settings.__dataclass_fields__[name]
+    if spec.default_factory is not MISSING:
+        return spec.default_factory()
+    return spec.default
+
+
+def _utf8(text: str) -> str:
+    """Text the API can carry. Invalid UTF-8 in argv or the environment reaches Python as lone
+    surrogates, which would fail later, deep in the HTTP client; the value itself is not echoed
+    (it cannot be printed either)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"is not valid UTF-8 (invalid byte at character {exc.start + 1})") from None
+    return text
 
 
 def _reason(exc: ValueError) -> str:
@@ -294,60 +234,60 @@ def _git_provider(text: str) -> str:
 def resolve(values: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
     """Build the settings from parsed flags (absent ones None) and the environment, and validate."""
     r = _Resolver(values, env)
-    host = r.scalar("databricks_host", normalize_host, None, also_env=("DATABRICKS_HOST",))
+    host = r.scalar("databricks_host", normalize_host, field="host", also_env=("DATABRICKS_HOST",))
     settings = Settings(
         host=host,
-        task_type=r.scalar("task_type", _choice(TASK_TYPES), "notebook"),
-        notebook_path=r.scalar("notebook_path", _str, None),
-        params=dict(r.items("param", parse_key_value)),
-        python_file=r.scalar("python_file", _str, None),
-        package_name=r.scalar("package_name", _str, None),
-        entry_point=r.scalar("entry_point", _str, None),
-        main_class_name=r.scalar("main_class_name", _str, None),
-        args=r.items("arg", str),
-        jars=r.items("jar", _str),
-        whls=r.items("whl", _str),
-        warehouse_id=r.scalar("warehouse_id", _str, None),
-        sql_file=r.scalar("sql_file", _str, None),
-        query_id=r.scalar("query_id", _str, None),
-        dbt_commands=r.items("dbt_command", _str),
-        project_directory=r.scalar("project_directory", _str, None),
-        profiles_directory=r.scalar("profiles_directory", _str, None),
-        dbt_catalog=r.scalar("dbt_catalog", _str, None),
-        dbt_schema=r.scalar("dbt_schema", _str, None),
-        source=r.scalar("source", _choice(("WORKSPACE", "GIT")), None),
-        git_url=r.scalar("git_url", _str, None),
-        git_provider=r.scalar("git_provider", _git_provider, "gitHub"),
-        git_branch=r.scalar("git_branch", _str, None),
-        existing_cluster_id=r.scalar("existing_cluster_id", _str, None),
-        spark_version=r.scalar("spark_version", _str, None),
-        node_type_id=r.scalar("node_type_id", _str, None),
-        num_workers=r.scalar("num_workers", parse_non_negative_int, None),
-        autoscale=r.scalar("autoscale", parse_autoscale, None),
-        instance_pool_id=r.scalar("instance_pool_id", _str, None),
+        task_type=r.scalar("task_type", _choice(TASK_TYPES)),
+        notebook_path=r.scalar("notebook_path", _str),
+        params=dict(r.items("param", parse_key_value, field="params")),
+        python_file=r.scalar("python_file", _str),
+        package_name=r.scalar("package_name", _str),
+        entry_point=r.scalar("entry_point", _str),
+        main_class_name=r.scalar("main_class_name", _str),
+        args=r.items("arg", str, field="args"),
+        jars=r.items("jar", _str, field="jars"),
+        whls=r.items("whl", _str, field="whls"),
+        warehouse_id=r.scalar("warehouse_id", _str),
+        sql_file=r.scalar("sql_file", _str),
+        query_id=r.scalar("query_id", _str),
+        dbt_commands=r.items("dbt_command", _str, field="dbt_commands"),
+        project_directory=r.scalar("project_directory", _str),
+        profiles_directory=r.scalar("profiles_directory", _str),
+        dbt_catalog=r.scalar("dbt_catalog", _str),
+        dbt_schema=r.scalar("dbt_schema", _str),
+        source=r.scalar("source", _choice(SOURCES)),
+        git_url=r.scalar("git_url", _str),
+        git_provider=r.scalar("git_provider", _git_provider),
+        git_branch=r.scalar("git_branch", _str),
+        existing_cluster_id=r.scalar("existing_cluster_id", _str),
+        spark_version=r.scalar("spark_version", _str),
+        node_type_id=r.scalar("node_type_id", _str),
+        num_workers=r.scalar("num_workers", parse_non_negative_int),
+        autoscale=r.scalar("autoscale", parse_autoscale),
+        instance_pool_id=r.scalar("instance_pool_id", _str),
         spark_conf=dict(r.items("spark_conf", parse_key_value)),
         spark_env=dict(r.items("spark_env", parse_key_value)),
-        serverless=r.scalar("serverless", parse_bool, False),
-        environment_version=r.scalar("environment_version", _str, "2"),
-        pypi=r.items("pypi", _str, DEFAULT_PYPI),
-        output=r.scalar("output", _str, None),
-        datastores=dict(r.items("datastore", parse_datastore)),
-        mlflow_token_secret=r.scalar("mlflow_token_secret", parse_secret_ref, None),
-        require_output=r.scalar("require_output", parse_bool, None),
-        auth=r.scalar("auth", _choice(AUTH_KINDS), "auto"),
-        keyvault_url=r.scalar("keyvault_url", _str, None),
-        keyvault_secret_name=r.scalar("keyvault_secret_name", _str, None),
+        serverless=r.scalar("serverless", parse_bool),
+        environment_version=r.scalar("environment_version", _str),
+        pypi=r.items("pypi", _str),
+        output=r.scalar("output", _str),
+        datastores=dict(r.items("datastore", parse_datastore, field="datastores")),
+        mlflow_token_secret=r.scalar("mlflow_token_secret", parse_secret_ref),
+        require_output=r.scalar("require_output", parse_bool),
+        auth=r.scalar("auth", _choice(AUTH_KINDS)),
+        keyvault_url=r.scalar("keyvault_url", _str),
+        keyvault_secret_name=r.scalar("keyvault_secret_name", _str),
         managed_identity_client_id=r.scalar(
-            "managed_identity_client_id", _str, None, also_env=("DEFAULT_IDENTITY_CLIENT_ID",)
+            "managed_identity_client_id", _str, also_env=("DEFAULT_IDENTITY_CLIENT_ID",)
         ),
-        run_name=r.scalar("run_name", _str, None),
-        timeout=r.scalar("timeout", parse_non_negative_int, 0),
-        poll_max_interval=r.scalar("poll_max_interval", parse_positive_float, 10.0),
-        retry_budget=r.scalar("retry_budget", parse_positive_float, 300.0),
-        connect_timeout=r.scalar("connect_timeout", parse_positive_float, 30.0),
-        cancel_grace=r.scalar("cancel_grace", parse_positive_float, 60.0),
-        dry_run=r.scalar("dry_run", parse_bool, False),
-        output_format=r.scalar("output_format", _choice(OUTPUT_FORMATS), "text"),
+        run_name=r.scalar("run_name", _str),
+        timeout=r.scalar("timeout", bounded_int(MAX_TIMEOUT_SECONDS, "the Jobs API's timeout_seconds limit")),
+        poll_max_interval=r.scalar("poll_max_interval", bounded_seconds(MAX_POLL_MAX_INTERVAL)),
+        retry_budget=r.scalar("retry_budget", bounded_seconds(MAX_RETRY_BUDGET)),
+        connect_timeout=r.scalar("connect_timeout", bounded_seconds(MAX_CONNECT_TIMEOUT)),
+        cancel_grace=r.scalar("cancel_grace", bounded_seconds(MAX_CANCEL_GRACE)),
+        dry_run=r.scalar("dry_run", parse_bool),
+        output_format=r.scalar("output_format", _choice(OUTPUT_FORMATS)),
     )
     validate(settings)
     return settings

@@ -15,6 +15,7 @@ about 0.35 s late (median), poll every ~4 s at 10 min and reach the 10 s cap aft
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
@@ -25,6 +26,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from databricks.sdk.service.jobs import Run, RunLifeCycleState, RunLifecycleStateV2State
 
+TICK_S = 1.0  # how often a live line on a TTY is redrawn between polls
 # The SDK documents these three as terminal; every other state, known or not, means "keep waiting".
 TERMINAL_STATES = frozenset({RunLifeCycleState.TERMINATED, RunLifeCycleState.SKIPPED, RunLifeCycleState.INTERNAL_ERROR})
 
@@ -141,12 +143,15 @@ def wait_until_terminal(
     on_poll: Callable[[ObsT, float], None] | None = None,
     started_at: float | None = None,
     first: ObsT | None = None,
+    on_tick: Callable[[ObsT, float], None] | None = None,
 ) -> WaitOutcome[ObsT]:
     """Poll until a terminal observation, `stop`, or `deadline` seconds after `started_at`.
 
     Elapsed time counts from `started_at` (the submit), so the policy sees the run's age even when
     the step was restarted and reattached. `first` is an observation the caller already made (the
-    one right after submit), used instead of polling again at once.
+    one right after submit), used instead of polling again at once. `on_tick`, when given, is
+    called about every `TICK_S` during the pauses with the last observation and the elapsed time
+    (a live line on a TTY that keeps counting between polls).
     """
     start = clock.monotonic() if started_at is None else started_at
     pending = first
@@ -165,20 +170,43 @@ def wait_until_terminal(
             if elapsed >= deadline:
                 return WaitOutcome(observation, EndReason.DEADLINE, elapsed)
             pause = min(pause, deadline - elapsed)
-        if clock.sleep(pause, stop):
+        if on_tick is None:
+            stopped = clock.sleep(pause, stop)
+        else:
+            stopped = _sleep_ticking(clock, pause, stop, functools.partial(_tick, on_tick, observation, clock, start))
+        if stopped:
             return WaitOutcome(observation, EndReason.STOPPED, clock.monotonic() - start)
+
+
+def _tick(on_tick: Callable[[ObsT, float], None], observation: ObsT, clock: Clock, start: float) -> None:
+    on_tick(observation, clock.monotonic() - start)
+
+
+def _sleep_ticking(clock: Clock, seconds: float, stop: threading.Event, tick: Callable[[], None]) -> bool:
+    """`clock.sleep(seconds, stop)` in steps of at most TICK_S, calling `tick` between them."""
+    end = clock.monotonic() + seconds
+    while True:
+        if clock.sleep(min(TICK_S, max(0.0, end - clock.monotonic())), stop):
+            return True
+        if clock.monotonic() >= end:
+            return False
+        tick()
 
 
 class StateLog:
     """One log line per state change, with the time since submit; on a TTY also a live line that
     is rewritten in place (Azure ML's log viewer is not a TTY, so it only gets the change lines)."""
 
-    def __init__(self, emit: Callable[[str], None], live: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, emit: Callable[[str], None], live: Callable[[str], None] | None = None, *, since: float = 0.0
+    ) -> None:
         self._emit = emit
         self._live = live
+        self._since = since  # added to the elapsed time shown: a wait that continues an earlier one
         self._last: tuple[str, str | None, str] | None = None
 
     def __call__(self, observation: RunObservation, elapsed: float) -> None:
+        elapsed += self._since
         key = (observation.life_cycle_state, observation.result_state, observation.state_message)
         if key != self._last:
             self._last = key

@@ -11,7 +11,7 @@ import hmac
 import html
 import json
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,17 +26,20 @@ from aml_databricks.workspace.errors import (
     EndpointNotFound,
     InternalError,
     InvalidParameterValue,
-    MalformedRequest,
     PermissionDenied,
     ResourceDoesNotExist,
     Unauthenticated,
 )
 from aml_databricks.workspace.faults import FaultInjector, parse_faults
 from aml_databricks.workspace.jobs import Jobs
+from aml_databricks.workspace.models import FaultPlan, SecretPut, WorkspaceImport, parse
 from aml_databricks.workspace.objects import Objects, decode_content
-from aml_databricks.workspace.scheduler import Scheduler, TaskContext
+from aml_databricks.workspace.scheduler import Scheduler
 from aml_databricks.workspace.secrets import Secrets
+from aml_databricks.workspace.storage_api import FILE_API_PREFIXES, storage_routes
 from aml_databricks.workspace.store import Store
+from aml_databricks.workspace.tokens import TaskContext
+from aml_databricks.workspace.wire import encode_json, read_params
 
 JOB_VERSIONS = ("2.0", "2.1", "2.2")
 WORKSPACE_ID = "1000000000000000"
@@ -60,6 +63,11 @@ class Call:
 Handler = Callable[[Call], Any]
 
 
+class ApiJSON(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return encode_json(content)
+
+
 class Services:
     """What the handlers act on; built by the server and shared with the scheduler."""
 
@@ -79,6 +87,9 @@ class Services:
 
 def build_app(services: Services, *, faults: str | None = None, faults_seed: int | None = None) -> FaultInjector:
     table = api_table(services)
+    storage, files_api = storage_routes(services.scheduler.fs_table,
+                                        lambda request: _authorize(request, services, "any"))
+    table.update(storage)
     paths = {path for _, path in table}
 
     async def api(request: Request) -> Response:
@@ -86,11 +97,13 @@ def build_app(services: Services, *, faults: str | None = None, faults_seed: int
         endpoint = table.get((request.method, request.scope["path"]))
         if endpoint is not None:
             return await endpoint(request)
+        if request.scope["path"].startswith(FILE_API_PREFIXES):
+            return await files_api(request)
         problem: ApiError = EndpointNotFound(request.method, request.scope["path"])
         if request.scope["path"] in paths:
             problem = InvalidParameterValue(f"Method {request.method} is not allowed for {request.scope['path']}.")
             problem.status = 405
-        return JSONResponse(problem.body(), status_code=problem.status)
+        return ApiJSON(problem.body(), status_code=problem.status)
 
     routes = [
         Route("/.well-known/databricks-config", _well_known, methods=["GET"]),
@@ -136,60 +149,31 @@ def _authorize(request: Request, services: Services, who: str) -> TaskContext | 
     return task
 
 
-async def _params(request: Request) -> dict[str, Any]:
-    params: dict[str, Any] = dict(request.query_params)
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data"):
-        form = await request.form()
-        for name, value in form.items():
-            params[name] = await value.read() if hasattr(value, "read") else value
-        return params
-    if request.method == "GET" and not _has_body(request.scope):
-        return params
-    raw = await request.body()
-    if raw.strip():
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            raise MalformedRequest("The request body is not valid JSON.") from None
-        if not isinstance(body, dict):
-            raise MalformedRequest("The request body must be a JSON object.")
-        params.update(body)
-    return params
-
-
-def _has_body(scope: MutableMapping[str, Any]) -> bool:
-    for name, value in scope["headers"]:
-        if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
-            return True
-    return False
-
-
 def _endpoint(services: Services, handler: Handler, who: str = "any") -> Callable[[Request], Any]:
     async def route(request: Request) -> Response:
         try:
             task = _authorize(request, services, who)
             version = request.scope["path"].split("/")[2]  # /api/<version>/...
-            result = handler(Call(await _params(request), version, task, request))
+            result = handler(Call(await read_params(request), version, task, request))
         except ApiError as error:
-            return JSONResponse(error.body(), status_code=error.status)
+            return ApiJSON(error.body(), status_code=error.status)
         except Exception as exc:  # a bug must still answer in Databricks' error shape
             log.exception("%s %s failed", request.method, request.scope["path"])
             internal = InternalError(f"Local workspace error: {type(exc).__name__}: {exc}")
-            return JSONResponse(internal.body(), status_code=internal.status)
-        return result if isinstance(result, Response) else JSONResponse(result)
+            return ApiJSON(internal.body(), status_code=internal.status)
+        return result if isinstance(result, Response) else ApiJSON(result)
 
     return route
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     problem = EndpointNotFound(request.method, request.url.path)
-    return JSONResponse(problem.body(), status_code=problem.status)
+    return ApiJSON(problem.body(), status_code=problem.status)
 
 
 def _well_known(request: Request) -> Response:
     host = str(request.base_url).rstrip("/")
-    return JSONResponse({"oidc_endpoint": f"{host}/oidc", "workspace_id": WORKSPACE_ID})
+    return ApiJSON({"oidc_endpoint": f"{host}/oidc", "workspace_id": WORKSPACE_ID})
 
 
 def _flag(value: Any) -> bool:
@@ -224,10 +208,15 @@ def api_table(services: Services) -> dict[tuple[str, str], Endpoint]:
         return {"content": base64.b64encode(content).decode(), "file_type": file_type}
 
     def import_(call: Call) -> dict[str, Any]:
-        raw = call["content"]
+        body = parse(WorkspaceImport, call.params)
+        raw = body.content
         content = raw if isinstance(raw, bytes) else decode_content(raw)
-        objects.import_(call["path"], content, call["format"], call["language"], _flag(call["overwrite"]))
+        objects.import_(body.path, content, body.format, body.language, bool(body.overwrite))
         return {}
+
+    def put_secret(call: Call) -> None:
+        body = parse(SecretPut, call.params)
+        secrets.put(body.scope, body.key, body.string_value, body.bytes_value)
 
     def run_secret(call: Call) -> dict[str, Any]:
         value = secrets.value_for_run(call["scope"], call["key"])
@@ -272,12 +261,12 @@ def api_table(services: Services) -> dict[tuple[str, str], Endpoint]:
         injector = services.faults
         assert injector is not None
         if call.request.method == "POST":
+            body = parse(FaultPlan, call.params)
             try:
-                plan = parse_faults(call["faults"])
+                plan = parse_faults(body.faults)
             except Exception as exc:
                 raise InvalidParameterValue(str(exc)) from None
-            seed = call["seed"]
-            injector.configure(plan, None if seed is None else int(seed))
+            injector.configure(plan, body.seed)
         return {"faults": injector.plan.describe()}
 
     def admin_inject(call: Call) -> dict[str, Any]:
@@ -285,9 +274,12 @@ def api_table(services: Services) -> dict[tuple[str, str], Endpoint]:
         if not isinstance(state, str) or not state:
             raise InvalidParameterValue("life_cycle_state is required.")
         if state == "INTERNAL_ERROR" and call["seconds"] is None:
-            jobs.end_run(call["run_id"], call["state_message"] or "Injected INTERNAL_ERROR.")
+            jobs.end_run(call["run_id"], str(call["state_message"] or "Injected INTERNAL_ERROR."))
         else:
-            jobs.show_state(call["run_id"], state, float(call["seconds"] or 5))
+            seconds = call["seconds"] or 5
+            if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds <= 86400:
+                raise InvalidParameterValue(f"seconds must be a number of seconds up to a day, got {seconds!r}.")
+            jobs.show_state(call["run_id"], state, float(seconds))
         return {}
 
     def me(call: Call) -> dict[str, Any]:
@@ -309,9 +301,10 @@ def api_table(services: Services) -> dict[tuple[str, str], Endpoint]:
     route("/api/2.0/secrets/scopes/list", lambda c: {"scopes": secrets.list_scopes()})
     route("/api/2.0/secrets/scopes/delete", done(lambda c: secrets.delete_scope(c["scope"])), "POST")
     route("/api/2.0/secrets/put",
-          done(lambda c: secrets.put(c["scope"], c["key"], c["string_value"], c["bytes_value"])), "POST")
+          done(put_secret), "POST")
     route("/api/2.0/secrets/list", lambda c: {"secrets": secrets.list(c["scope"])})
     route("/api/2.0/secrets/delete", done(lambda c: secrets.delete(c["scope"], c["key"])), "POST")
+    route("/api/2.0/secrets/get", run_secret)  # the workspace's user and its runs, as on Databricks
     # clusters
     for version in ("2.0", "2.1"):  # the CLI and Airflow call 2.0, databricks-sdk 2.1
         route(f"/api/{version}/clusters/list", lambda c: {"clusters": services.clusters()})
@@ -348,7 +341,7 @@ def _run_page(jobs: Jobs, run_id: int) -> Response:
     try:
         run = jobs.get_run(run_id, "2.1")
     except ApiError as error:
-        return HTMLResponse(f"<p>{html.escape(error.message)}</p>", status_code=404)
+        return HTMLResponse(f"<p>{html.escape(error.message)}</p>".encode(errors="replace"), status_code=404)
     rows = "".join(
         f"<tr><td>{html.escape(str(t.get('task_key')))}</td><td>{t['run_id']}</td>"
         f"<td>{html.escape(t['state'].get('life_cycle_state', ''))}</td>"
@@ -363,4 +356,5 @@ def _run_page(jobs: Jobs, run_id: int) -> Response:
         f" {html.escape(state.get('state_message', ''))}</p>"
         f"<table><tr><th>task</th><th>run id</th><th>state</th><th>result</th><th>message</th></tr>{rows}</table>"
     )
-    return HTMLResponse(f"<!doctype html><title>Run {run['run_id']}</title>{body}")
+    page = f"<!doctype html><title>Run {run['run_id']}</title>{body}"
+    return HTMLResponse(page.encode(errors="replace"))  # a name stored before requests were checked

@@ -24,6 +24,15 @@ class MalformedRequest(ApiError):
     error_code = "MALFORMED_REQUEST"
 
 
+class RequestTooLarge(InvalidParameterValue):
+    # 413 so a proxy-aware client knows resending won't help; the error_code is one every SDK maps to
+    # a bad-request error, never to a retryable one.
+    status = 413
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"The request is larger than the {limit // (1024 * 1024)} MB the API accepts.")
+
+
 class InvalidState(ApiError):
     error_code = "INVALID_STATE"
 

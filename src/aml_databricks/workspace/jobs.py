@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import threading
 import time
 from collections import OrderedDict
@@ -13,9 +12,12 @@ from databricks.sdk.service.jobs import RunType
 
 from aml_databricks.workspace import lifecycle
 from aml_databricks.workspace.errors import InvalidParameterValue, InvalidState, JobNotFound, RunNotFound
+from aml_databricks.workspace.models import MAX_INT64, RunNow, parse
 from aml_databricks.workspace.payload import coerce_scalars, normalize_run
+from aml_databricks.workspace.runs import Run, TaskRun
 from aml_databricks.workspace.scheduler import Scheduler
 from aml_databricks.workspace.store import Store
+from aml_databricks.workspace.wire import encode_json
 
 MULTI_TASK_OUTPUT = (
     "Retrieving the output of runs with multiple tasks is not supported. "
@@ -27,10 +29,16 @@ RUN_TYPES = tuple(t.value for t in RunType)
 
 
 def _int(value: Any, name: str) -> int:
+    """An id or timestamp: Databricks' fields are int64, and SQLite's INTEGER is too."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise InvalidParameterValue(f"{name} must be an integer, got {value!r}.")
     try:
-        return int(value)
-    except (TypeError, ValueError):
+        number = int(value)
+    except ValueError:
         raise InvalidParameterValue(f"{name} must be an integer, got {value!r}.") from None
+    if not 0 <= number <= MAX_INT64:
+        raise InvalidParameterValue(f"{name} must be between 0 and {MAX_INT64}, got {number}.")
+    return number
 
 
 def _optional_int(value: Any, name: str) -> int | None:
@@ -75,7 +83,7 @@ class Jobs:
             if cached is not None and cached[0] == stamp and not self._shown_states:
                 self._rendered.move_to_end(key)
                 return cached[1]
-        body = json.dumps(self.get_run(run_id, version)).encode()
+        body = encode_json(self.get_run(run_id, version))
         with self._lock:
             self._rendered[key] = (stamp, body)
             if len(self._rendered) > RENDER_CACHE_SIZE:
@@ -83,36 +91,36 @@ class Jobs:
         return body
 
     def get_run(self, run_id: Any, version: str) -> dict[str, Any]:
-        doc, parent = self._load(run_id)
-        if parent is not None:  # a task run asked for as a run: show it as one
-            return self._shown(self._task_as_run(doc, parent))
-        doc["tasks"] = [self._shown(t) for t in self.store.task_runs(doc["run_id"])]
-        if version == "2.0" and doc.get("format") == "SINGLE_TASK":
+        record = self._load(run_id)
+        if isinstance(record, TaskRun):  # a task run asked for as a run: show it as one
+            return self._shown(self._task_as_run(record))
+        doc = self._render_run(record, self.store.task_runs(record.run_id))
+        if version == "2.0" and record.format == "SINGLE_TASK":
             self._add_legacy_fields(doc)
         return self._shown(doc)
 
     def get_output(self, run_id: Any, version: str) -> dict[str, Any]:
-        doc, parent = self._load(run_id)
-        if parent is None:
-            tasks = self.store.task_runs(doc["run_id"])
-            if version != "2.0" or doc.get("format") != "SINGLE_TASK":
+        record = self._load(run_id)
+        if isinstance(record, Run):
+            if version != "2.0" or record.format != "SINGLE_TASK":
                 raise InvalidParameterValue(MULTI_TASK_OUTPUT)
-            metadata = self.get_run(doc["run_id"], version)
-            return {**self.store.get_output(tasks[0]["run_id"]), "metadata": metadata}
-        return {**self.store.get_output(doc["run_id"]), "metadata": self._task_as_run(doc, parent)}
+            (only,) = self.store.task_runs(record.run_id)
+            metadata = self.get_run(record.run_id, version)
+            return {**self.store.get_output(only.run_id), "metadata": metadata}
+        return {**self.store.get_output(record.run_id), "metadata": self._task_as_run(record)}
 
     def cancel(self, run_id: Any) -> dict[str, Any]:
-        self._load(run_id)
-        self.scheduler.cancel(_int(run_id, "run_id"))
+        record = self._load(run_id)
+        self.scheduler.cancel(record.run_id)
         return {}
 
     def delete_run(self, run_id: Any) -> dict[str, Any]:
-        doc, parent = self._load(run_id)
-        if parent is not None:
+        record = self._load(run_id)
+        if isinstance(record, TaskRun):
             raise InvalidParameterValue("Delete the run, not one of its task runs.")
-        if self.scheduler.is_live(doc["run_id"]):
-            raise InvalidState(f"Run {doc['run_id']} is still active: cancel it before deleting it.")
-        self.store.delete_run(doc["run_id"])
+        if self.scheduler.is_live(record.run_id):
+            raise InvalidState(f"Run {record.run_id} is still active: cancel it before deleting it.")
+        self.store.delete_run(record.run_id)
         return {}
 
     def list_runs(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -130,10 +138,10 @@ class Jobs:
             start_time_from=_optional_int(params.get("start_time_from"), "start_time_from"),
             start_time_to=_optional_int(params.get("start_time_to"), "start_time_to"),
         )
-        if _flag(params.get("expand_tasks")):
-            for run in runs:
-                run["tasks"] = self.store.task_runs(run["run_id"])
-        body: dict[str, Any] = {"runs": [self._shown(r) for r in runs[:limit]], "has_more": len(runs) > limit}
+        expand = _flag(params.get("expand_tasks"))
+        shown = [self._shown(self._render_run(r, self.store.task_runs(r.run_id) if expand else None))
+                 for r in runs[:limit]]
+        body: dict[str, Any] = {"runs": shown, "has_more": len(runs) > limit}
         if len(runs) > limit:  # a next_page_token only when there is a next page: the SDK loops on it
             body["next_page_token"] = str(offset + limit)
         if offset:
@@ -174,7 +182,7 @@ class Jobs:
 
     def run_now(self, body: dict[str, Any]) -> dict[str, Any]:
         body = coerce_scalars(body)
-        job_id = _int(body.get("job_id"), "job_id")
+        job_id = parse(RunNow, body).job_id
         found = self.store.get_job(job_id)
         if found is None:
             raise JobNotFound(job_id)
@@ -197,26 +205,32 @@ class Jobs:
 
     def show_state(self, run_id: Any, life_cycle_state: str, seconds: float) -> None:
         """Report `life_cycle_state` (any string, known or not) for this run for `seconds`."""
-        doc, _ = self._load(run_id)
+        run_id = self._load(run_id).run_id
         with self._lock:
-            self._shown_states[doc["run_id"]] = (life_cycle_state, time.monotonic() + seconds)
+            self._shown_states[run_id] = (life_cycle_state, time.monotonic() + seconds)
 
     def end_run(self, run_id: Any, message: str) -> None:
-        doc, _ = self._load(run_id)
+        run_id = self._load(run_id).run_id
         with self._lock:
-            self._shown_states.pop(doc["run_id"], None)  # the real end shows through
-        if not self.scheduler.fail(doc["run_id"], message):
-            raise InvalidState(f"Run {doc['run_id']} is not active.")
+            self._shown_states.pop(run_id, None)  # the real end shows through
+        if not self.scheduler.fail(run_id, message):
+            raise InvalidState(f"Run {run_id} is not active.")
 
     # -- rendering ------------------------------------------------------------------------
 
-    def _load(self, run_id: Any) -> tuple[dict[str, Any], int | None]:
+    def _load(self, run_id: Any) -> Run | TaskRun:
         if run_id in (None, ""):
             raise InvalidParameterValue("run_id is required.")
         found = self.store.get_run(_int(run_id, "run_id"))
         if found is None:
             raise RunNotFound(run_id)
         return found
+
+    def _render_run(self, run: Run, tasks: list[TaskRun] | None) -> dict[str, Any]:
+        doc = run.render(self.scheduler.host)
+        if tasks is not None:
+            doc["tasks"] = [self._shown(t.render(self.scheduler.host)) for t in tasks]
+        return doc
 
     def _shown(self, doc: dict[str, Any]) -> dict[str, Any]:
         if not self._shown_states:
@@ -233,14 +247,16 @@ class Jobs:
         doc["status"] = {"state": state}
         return doc
 
-    def _task_as_run(self, task: dict[str, Any], parent_run_id: int) -> dict[str, Any]:
-        parent, _ = self._load(parent_run_id)
-        run = {k: v for k, v in task.items() if k not in LEGACY_TASK_FIELDS}
-        run.update({"run_name": parent.get("run_name"), "run_type": parent.get("run_type"),
-                    "number_in_job": task["run_id"], "original_attempt_run_id": task["run_id"],
-                    "parent_run_id": parent_run_id, "creator_user_name": parent.get("creator_user_name"),
-                    "format": "SINGLE_TASK", "trigger": parent.get("trigger"),
-                    "task": {k: task[k] for k in LEGACY_TASK_FIELDS if k in task}})
+    def _task_as_run(self, task: TaskRun) -> dict[str, Any]:
+        parent = self._load(task.parent_run_id)
+        assert isinstance(parent, Run)
+        doc = task.render(self.scheduler.host)
+        run = {k: v for k, v in doc.items() if k not in LEGACY_TASK_FIELDS}
+        run.update({"run_name": parent.run_name, "run_type": parent.run_type,
+                    "number_in_job": task.run_id, "original_attempt_run_id": task.run_id,
+                    "parent_run_id": task.parent_run_id, "creator_user_name": parent.creator,
+                    "format": "SINGLE_TASK", "trigger": parent.trigger,
+                    "task": {k: doc[k] for k in LEGACY_TASK_FIELDS if k in doc}})
         return run
 
     @staticmethod

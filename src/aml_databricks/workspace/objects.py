@@ -20,6 +20,7 @@ from aml_databricks.workspace.errors import (
     PathNotFound,
     ResourceAlreadyExists,
 )
+from aml_databricks.workspace.paths import is_local_file, normalize_path
 from aml_databricks.workspace.scheduler import SourceNotFound
 from aml_databricks.workspace.store import Store
 
@@ -30,20 +31,6 @@ MAX_IMPORT_BYTES = 10 * 1024 * 1024
 ALWAYS_THERE = ("/", "/Users", "/Shared", "/Repos")
 FILE_TYPES = {"PYTHON": "py", "SQL": "sql", "SCALA": "scala", "R": "r"}
 NOTEBOOK_EXTENSIONS = (".py", ".sql", ".scala", ".r", ".ipynb")
-
-
-def normalize_path(raw: Any) -> str:
-    """An absolute workspace path with no `.`/`..` segments; `/Workspace/x` is the same as `/x`."""
-    if not isinstance(raw, str) or not raw.startswith("/"):
-        raise InvalidParameterValue(f"Path ({raw}) is not absolute: workspace paths start with '/'.")
-    if "\x00" in raw or "\\" in raw:
-        raise InvalidParameterValue(f"Path ({raw!r}) has characters not allowed in a workspace path.")
-    parts = [p for p in raw.split("/") if p]
-    if any(p in (".", "..") for p in parts):
-        raise InvalidParameterValue(f"Path ({raw}) must not contain '.' or '..' segments.")
-    if parts[:1] == ["Workspace"]:
-        parts = parts[1:]
-    return "/" + "/".join(parts)
 
 
 class Objects:
@@ -69,7 +56,7 @@ class Objects:
 
     def export(self, path: str, fmt: str) -> tuple[bytes, str]:
         """(content, file_type) of a notebook or file."""
-        fmt = (fmt or "SOURCE").upper()
+        fmt = str(fmt or "SOURCE").upper()
         if fmt not in EXPORT_FORMATS:
             raise InvalidParameterValue(f"Export format {fmt} is not supported locally; use SOURCE or JUPYTER.")
         path = normalize_path(path)
@@ -95,8 +82,7 @@ class Objects:
                 raise SourceNotFound(f"Unable to access the notebook {path}: it does not exist in the workspace.")
             return bytes(row["content"]).decode(), row["language"]
         python_file = task["spark_python_task"]["python_file"]
-        if python_file.startswith("/") and not python_file.startswith(("/Users", "/Shared", "/Workspace",
-                                                                        "/Repos")):
+        if is_local_file(python_file):
             local = Path(python_file)
             if local.is_file():
                 return local.read_text(), "PYTHON"
@@ -110,7 +96,7 @@ class Objects:
     # -- writes ---------------------------------------------------------------------------
 
     def import_(self, path: str, content: bytes, fmt: str | None, language: str | None, overwrite: bool) -> None:
-        fmt = (fmt or "SOURCE").upper()
+        fmt = str(fmt or "SOURCE").upper()
         if fmt not in IMPORT_FORMATS:
             raise InvalidParameterValue(f"Import format {fmt} is not supported locally; use SOURCE, JUPYTER, "
                                         "AUTO or RAW.")

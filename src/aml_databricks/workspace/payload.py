@@ -10,7 +10,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from aml_databricks.workspace.errors import InvalidParameterValue, MalformedRequest, NotSupportedLocally
+from aml_databricks.workspace.errors import InvalidParameterValue, NotSupportedLocally
+from aml_databricks.workspace.models import MAX_TASK_KEY, RunSettings, parse
+from aml_databricks.workspace.paths import is_local_file, normalize_path
 
 # Task types the local compute runs, and the ones Databricks has that it cannot.
 RUNNABLE_TASK_TYPES = ("notebook_task", "spark_python_task")
@@ -34,14 +36,14 @@ NUMERIC_FIELDS = frozenset({
 })
 BOOLEAN_FIELDS = frozenset({"retry_on_timeout", "disabled", "enabled", "full_refresh", "overwrite"})
 TRUE_WORDS = {"true": True, "false": False}
-MAX_IDEMPOTENCY_TOKEN = 64
 MAX_TASKS = 100
 
 
 def coerce_scalars(value: Any, key: str | None = None) -> Any:
-    """Numbers and booleans sent as strings (Airflow's normalise_json_content) become real ones."""
+    """Numbers and booleans sent as strings (Airflow's normalise_json_content) become real ones, and a
+    `null` field is an absent one."""
     if isinstance(value, dict):
-        return {k: coerce_scalars(v, k) for k, v in value.items()}
+        return {k: coerce_scalars(v, k) for k, v in value.items() if v is not None}
     if isinstance(value, list):
         return [coerce_scalars(v, key) for v in value]
     if isinstance(value, str) and key in NUMERIC_FIELDS:
@@ -58,8 +60,12 @@ def coerce_scalars(value: Any, key: str | None = None) -> Any:
 
 
 def normalize_run(body: dict[str, Any], *, default_task_key: str = "main") -> dict[str, Any]:
-    """A runs/submit or job settings body → `{run_name, format, tasks, timeout_seconds, ...}`."""
+    """A runs/submit or job settings body → `{run_name, format, tasks, timeout_seconds, ...}`.
+
+    A legacy single-task body's one task is named after its run_name (cut to 100 characters) as
+    Databricks names it: Airflow's DatabricksNotebookOperator finds its task by that key."""
     body = coerce_scalars(copy.deepcopy(body))
+    parse(RunSettings, body)
     for field in UNSUPPORTED_RUN_FIELDS:
         if body.get(field):
             raise NotSupportedLocally(f"Field {field}")
@@ -67,10 +73,6 @@ def normalize_run(body: dict[str, Any], *, default_task_key: str = "main") -> di
         if any(body.get(field, {}).values()) if isinstance(body.get(field), dict) else body.get(field):
             raise NotSupportedLocally(f"Field {field}")
     token = body.get("idempotency_token")
-    if token is not None and (not isinstance(token, str) or len(token) > MAX_IDEMPOTENCY_TOKEN):
-        raise InvalidParameterValue(
-            f"idempotency_token must be a string of at most {MAX_IDEMPOTENCY_TOKEN} characters."
-        )
 
     if body.get("tasks"):
         tasks, run_format = body["tasks"], "MULTI_TASK"
@@ -78,7 +80,8 @@ def normalize_run(body: dict[str, Any], *, default_task_key: str = "main") -> di
         if legacy:
             raise InvalidParameterValue(f"Field {legacy[0]} cannot be set together with tasks.")
     else:
-        tasks, run_format = [_legacy_task(body, default_task_key)], "SINGLE_TASK"
+        task_key = str(body["run_name"])[:MAX_TASK_KEY] if body.get("run_name") else default_task_key
+        tasks, run_format = [_legacy_task(body, task_key)], "SINGLE_TASK"
     if not isinstance(tasks, list) or len(tasks) > MAX_TASKS:
         raise InvalidParameterValue(f"tasks must be a list of at most {MAX_TASKS} tasks.")
 
@@ -87,14 +90,11 @@ def normalize_run(body: dict[str, Any], *, default_task_key: str = "main") -> di
     normalized = [_task(t, job_clusters, environments) for t in tasks]
     _check_graph(normalized)
 
-    timeout = body.get("timeout_seconds") or 0
-    if not isinstance(timeout, int) or timeout < 0:
-        raise InvalidParameterValue("timeout_seconds must be a non-negative integer.")
     return {
         "run_name": body.get("run_name") or body.get("name") or "Untitled",
         "format": run_format,
         "tasks": normalized,
-        "timeout_seconds": timeout,
+        "timeout_seconds": body.get("timeout_seconds") or 0,
         "idempotency_token": token,
         "max_concurrent_runs": body.get("max_concurrent_runs", 1),
         "queue": body.get("queue"),
@@ -114,11 +114,7 @@ def _legacy_task(body: dict[str, Any], task_key: str) -> dict[str, Any]:
 
 
 def _task(task: dict[str, Any], job_clusters: dict[Any, Any], environments: dict[Any, Any]) -> dict[str, Any]:
-    if not isinstance(task, dict):
-        raise MalformedRequest("Each task must be an object.")
-    key = task.get("task_key")
-    if not key or not isinstance(key, str):
-        raise InvalidParameterValue("Every task needs a task_key.")
+    key = task["task_key"]
     types = [t for t in ALL_TASK_TYPES if t in task]
     if len(types) != 1:
         raise InvalidParameterValue(f"Task {key} must have exactly one task type, found {len(types)}.")
@@ -128,12 +124,15 @@ def _task(task: dict[str, Any], job_clusters: dict[Any, Any], environments: dict
     if kind == "notebook_task":
         if not task[kind].get("notebook_path"):
             raise InvalidParameterValue(f"Task {key}: notebook_task.notebook_path is required.")
+        normalize_path(task[kind]["notebook_path"])  # refused now, not as an INTERNAL_ERROR at run time
         if task[kind].get("source", "WORKSPACE") != "WORKSPACE":
             raise NotSupportedLocally(f"notebook_task.source {task[kind]['source']} (task {key})")
         params = task[kind].get("base_parameters") or {}
         task[kind]["base_parameters"] = {str(k): _param_text(v) for k, v in params.items()}
     elif not task[kind].get("python_file"):
         raise InvalidParameterValue(f"Task {key}: spark_python_task.python_file is required.")
+    elif not is_local_file(task[kind]["python_file"]) and task[kind].get("source", "WORKSPACE") == "WORKSPACE":
+        normalize_path(task[kind]["python_file"])
     elif task[kind].get("source", "WORKSPACE") != "WORKSPACE":
         raise NotSupportedLocally(f"spark_python_task.source {task[kind]['source']} (task {key})")
     if task.get("max_retries"):
@@ -154,7 +153,7 @@ def _task(task: dict[str, Any], job_clusters: dict[Any, Any], environments: dict
     if "new_cluster" in task and "existing_cluster_id" in task:
         raise InvalidParameterValue(f"Task {key}: set only one of new_cluster and existing_cluster_id.")
     for dep in task.get("depends_on", []):
-        if not isinstance(dep, dict) or not dep.get("task_key"):
+        if not dep["task_key"]:
             raise InvalidParameterValue(f"Task {key}: each depends_on entry needs a task_key.")
     return task
 

@@ -1,9 +1,12 @@
 """SQLite persistence of the local workspace: schema and queries, nothing else.
 
 One connection guarded by a lock: SQLite serialises writers anyway, every query here is a
-point lookup or a short scan, and a single connection keeps WAL checkpoints cheap. Run and job
-documents are stored as the JSON the API renders, with the columns that queries filter on
-pulled out beside them.
+point lookup or a short scan, and a single connection keeps WAL checkpoints cheap. Runs are stored
+as the JSON of their typed record (runs.py), never as the documents the API renders from them, with
+the columns that queries filter on pulled out beside it. Job settings are stored as submitted.
+
+Schema versions (PRAGMA user_version): 0 stored each run's rendered API document in `runs.doc`;
+1 stores the record in `runs.record`. Opening a version-0 file migrates it once, in one transaction.
 """
 
 from __future__ import annotations
@@ -18,21 +21,28 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    job_id        INTEGER PRIMARY KEY AUTOINCREMENT,
-    created_time  INTEGER NOT NULL,
-    settings      TEXT NOT NULL
-);
+from aml_databricks.workspace.runs import Run, TaskRun, run_from_document, task_run_from_document
+
+RUNS_TABLE = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id            INTEGER PRIMARY KEY AUTOINCREMENT,
     parent_run_id     INTEGER,             -- NULL for a run; the run's id for each of its task runs
     job_id            INTEGER,
     idempotency_token TEXT UNIQUE,
     life_cycle_state  TEXT NOT NULL,
-    doc               TEXT NOT NULL,       -- the Run (or RunTask) as the API renders it
+    run_type          TEXT,
+    start_time        INTEGER NOT NULL DEFAULT 0,
+    record            TEXT NOT NULL,       -- runs.Run or runs.TaskRun as JSON
     output            TEXT                 -- a task run's output: notebook_output, error, error_trace, logs
+);"""
+
+SCHEMA = RUNS_TABLE + """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_time  INTEGER NOT NULL,
+    settings      TEXT NOT NULL
 );
+
 CREATE INDEX IF NOT EXISTS runs_by_parent ON runs(parent_run_id);
 CREATE INDEX IF NOT EXISTS runs_by_job ON runs(job_id, run_id);
 CREATE TABLE IF NOT EXISTS objects (
@@ -76,6 +86,7 @@ CREATE TABLE IF NOT EXISTS counters (
 # Ids start high so that they look like Databricks ids and never collide with small test literals.
 FIRST_RUN_ID = 1_000_001
 FIRST_JOB_ID = 101
+SCHEMA_VERSION = 1
 
 
 def now_ms() -> int:
@@ -91,15 +102,15 @@ class Store:
             os.chmod(path, 0o600)  # secrets live here
         self._db.row_factory = sqlite3.Row
         self._lock = threading.RLock()
-        # A counter per run that moves whenever the run or one of its task runs is written: lets the
-        # API reuse a rendered runs/get for as long as nothing in it changed.
         self._stamps: dict[int, int] = {}
         self._parents: dict[int, int] = {}
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate_documents_to_records()
             self._db.executescript(SCHEMA)
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._db.execute(
                 "INSERT OR IGNORE INTO sqlite_sequence(name, seq) SELECT 'runs', ? "
                 "WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'runs')",
@@ -148,30 +159,35 @@ class Store:
         db.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'runs'", (first + count - 1,))
         return list(range(first, first + count))
 
-    def insert_run(self, db: sqlite3.Connection, doc: dict[str, Any], *, parent_run_id: int | None,
-                   idempotency_token: str | None = None) -> None:
-        if parent_run_id is not None:
-            self._parents[doc["run_id"]] = parent_run_id
+    def insert_run(self, db: sqlite3.Connection, record: Run | TaskRun, *, idempotency_token: str | None = None
+                   ) -> None:
+        parent = record.parent_run_id if isinstance(record, TaskRun) else None
+        if parent is not None:
+            self._parents[record.run_id] = parent
         db.execute(
-            "INSERT INTO runs(run_id, parent_run_id, job_id, idempotency_token, life_cycle_state, doc) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (doc["run_id"], parent_run_id, doc.get("job_id"), idempotency_token,
-             doc["state"]["life_cycle_state"], json.dumps(doc)),
+            "INSERT INTO runs(run_id, parent_run_id, job_id, idempotency_token, life_cycle_state, run_type, "
+            "start_time, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (record.run_id, parent, record.job_id, idempotency_token, record.progress.life_cycle.value,
+             record.run_type if isinstance(record, Run) else None, record.timing.start_time,
+             json.dumps(record.to_json())),
         )
 
     def run_by_token(self, token: str) -> int | None:
         row = self._one("SELECT run_id FROM runs WHERE idempotency_token = ?", (token,))
         return None if row is None else int(row[0])
 
-    def save_run(self, doc: dict[str, Any]) -> None:
+    def save_run(self, record: Run | TaskRun) -> None:
         with self._lock:
             self._exec(
-                "UPDATE runs SET life_cycle_state = ?, doc = ? WHERE run_id = ?",
-                (doc["state"]["life_cycle_state"], json.dumps(doc), doc["run_id"]),
+                "UPDATE runs SET life_cycle_state = ?, start_time = ?, record = ? WHERE run_id = ?",
+                (record.progress.life_cycle.value, record.timing.start_time, json.dumps(record.to_json()),
+                 record.run_id),
             )
-            self._touch(doc["run_id"])
+            self._touch(record.run_id)
 
     def run_stamp(self, run_id: int) -> int:
+        """A counter that moves whenever the run or one of its task runs is written: lets the API reuse a
+        rendered runs/get for as long as nothing in it changed."""
         return self._stamps.get(run_id, 0)
 
     def _touch(self, run_id: int) -> None:
@@ -184,31 +200,30 @@ class Store:
             self._exec("UPDATE runs SET output = ? WHERE run_id = ?", (json.dumps(output), run_id))
             self._touch(run_id)
 
-    def get_run(self, run_id: int) -> tuple[dict[str, Any], int | None] | None:
-        """The run's document and its parent id (None for a top-level run)."""
-        row = self._one("SELECT doc, parent_run_id FROM runs WHERE run_id = ?", (run_id,))
+    def get_run(self, run_id: int) -> Run | TaskRun | None:
+        row = self._one("SELECT record, parent_run_id FROM runs WHERE run_id = ?", (run_id,))
         if row is None:
             return None
-        return json.loads(row["doc"]), row["parent_run_id"]
+        return _record(row)
 
     def get_output(self, run_id: int) -> dict[str, Any]:
         row = self._one("SELECT output FROM runs WHERE run_id = ?", (run_id,))
         return json.loads(row["output"]) if row is not None and row["output"] else {}
 
-    def task_runs(self, parent_run_id: int) -> list[dict[str, Any]]:
-        rows = self._all("SELECT doc FROM runs WHERE parent_run_id = ? ORDER BY run_id", (parent_run_id,))
-        return [json.loads(r["doc"]) for r in rows]
+    def task_runs(self, parent_run_id: int) -> list[TaskRun]:
+        rows = self._all("SELECT record FROM runs WHERE parent_run_id = ? ORDER BY run_id", (parent_run_id,))
+        return [TaskRun.from_json(json.loads(r["record"])) for r in rows]
 
     def list_runs(self, *, job_id: int | None, active_only: bool, completed_only: bool,
                   offset: int, limit: int, terminal_states: tuple[str, ...], run_type: str | None = None,
-                  start_time_from: int | None = None, start_time_to: int | None = None) -> list[dict[str, Any]]:
+                  start_time_from: int | None = None, start_time_to: int | None = None) -> list[Run]:
         where = ["parent_run_id IS NULL"]
         args: list[Any] = []
         for clause, value in (
             ("job_id = ?", job_id),
-            ("json_extract(doc, '$.run_type') = ?", run_type),
-            ("json_extract(doc, '$.start_time') >= ?", start_time_from),
-            ("json_extract(doc, '$.start_time') <= ?", start_time_to),
+            ("run_type = ?", run_type),
+            ("start_time >= ?", start_time_from),
+            ("start_time <= ?", start_time_to),
         ):
             if value is not None:
                 where.append(clause)
@@ -221,10 +236,10 @@ class Store:
             where.append(f"life_cycle_state IN ({marks})")
             args.extend(terminal_states)
         rows = self._all(
-            f"SELECT doc FROM runs WHERE {' AND '.join(where)} ORDER BY run_id DESC LIMIT ? OFFSET ?",
+            f"SELECT record FROM runs WHERE {' AND '.join(where)} ORDER BY run_id DESC LIMIT ? OFFSET ?",
             (*args, limit, offset),
         )
-        return [json.loads(r["doc"]) for r in rows]
+        return [Run.from_json(json.loads(r["record"])) for r in rows]
 
     def delete_run(self, run_id: int) -> None:
         with self.transaction() as db:
@@ -232,10 +247,47 @@ class Store:
             db.execute("DELETE FROM task_values WHERE run_id = ?", (run_id,))
             self._touch(run_id)
 
-    def unfinished_runs(self, terminal_states: tuple[str, ...]) -> list[dict[str, Any]]:
+    def unfinished_runs(self, terminal_states: tuple[str, ...]) -> list[Run | TaskRun]:
         marks = ",".join("?" * len(terminal_states))
-        rows = self._all(f"SELECT doc FROM runs WHERE life_cycle_state NOT IN ({marks})", terminal_states)
-        return [json.loads(r["doc"]) for r in rows]
+        rows = self._all(f"SELECT record, parent_run_id FROM runs WHERE life_cycle_state NOT IN ({marks})",
+                         terminal_states)
+        return [_record(r) for r in rows]
+
+    def _migrate_documents_to_records(self) -> None:
+        """Schema 0 → 1: each stored API document becomes the record it was rendered from."""
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(runs)").fetchall()}
+        if "doc" not in columns:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            seq = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'runs'").fetchone()
+            self._db.execute("ALTER TABLE runs RENAME TO runs_v0")
+            self._db.execute("DROP INDEX IF EXISTS runs_by_parent")
+            self._db.execute("DROP INDEX IF EXISTS runs_by_job")
+            self._db.execute(RUNS_TABLE)  # not executescript(SCHEMA): a script commits the transaction
+            old = self._db.execute(
+                "SELECT run_id, parent_run_id, job_id, idempotency_token, life_cycle_state, doc, output "
+                "FROM runs_v0").fetchall()
+            for row in old:
+                doc = json.loads(row["doc"])
+                parent = row["parent_run_id"]
+                record: Run | TaskRun = (run_from_document(doc) if parent is None
+                                         else task_run_from_document(doc, int(parent)))
+                self._db.execute(
+                    "INSERT INTO runs(run_id, parent_run_id, job_id, idempotency_token, life_cycle_state, "
+                    "run_type, start_time, record, output) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (row["run_id"], parent, row["job_id"], row["idempotency_token"], row["life_cycle_state"],
+                     record.run_type if isinstance(record, Run) else None, record.timing.start_time,
+                     json.dumps(record.to_json()), row["output"]),
+                )
+            self._db.execute("DROP TABLE runs_v0")
+            self._db.execute("DELETE FROM sqlite_sequence WHERE name IN ('runs', 'runs_v0')")
+            if seq is not None:
+                self._db.execute("INSERT INTO sqlite_sequence(name, seq) VALUES ('runs', ?)", (seq[0],))
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     # -- jobs -----------------------------------------------------------------------------
 
@@ -340,3 +392,8 @@ class Store:
 
     def delete_mount(self, mount_point: str) -> bool:
         return self._exec("DELETE FROM mounts WHERE mount_point = ?", (mount_point,)).rowcount > 0
+
+
+def _record(row: sqlite3.Row) -> Run | TaskRun:
+    data = json.loads(row["record"])
+    return Run.from_json(data) if row["parent_run_id"] is None else TaskRun.from_json(data)
