@@ -8,7 +8,8 @@ Delta, then read each back twice: one column (`sum(x)`: parquet reads only that 
 Python data source gets no column pruning in PySpark 4.3 and reads all three) and all columns
 (`sum(x), max(s), max(id)`, the same work for both). Medians of --runs, and the Delta/parquet
 ratio (goal: <= 1.5). Also the first Delta operation on the warm server (the Python data source's
-first worker start and lookup) against the second. Prints a table and writes benchmarks/results/delta.json.
+first worker start and lookup) against the second, and the first write in a second session (each
+run has a session of its own). Prints a table and writes benchmarks/results/delta.json.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -55,10 +57,15 @@ def main() -> None:
             first = timed(lambda: spark.range(10).write.format("delta").mode("overwrite").save(f"{base}/first"))
             second = timed(lambda: spark.range(10).write.format("delta").mode("overwrite").save(f"{base}/first"))
             first_read = timed(lambda: spark.read.format("delta").load(f"{base}/first").collect())
+            # A run gets a session of its own: does the first Delta write in a new session pay again?
+            other = SparkSession.builder.remote(lease.remote.replace(lease.session_id, str(uuid.uuid4()))).create()
+            new_session = timed(lambda: other.range(10).write.format("delta").mode("overwrite").save(f"{base}/first"))
+            other.stop()
             results: dict[str, Any] = {
                 "first_delta_write_s": round(first, 3),
                 "second_delta_write_s": round(second, 3),
                 "first_delta_read_s": round(first_read, 3),
+                "first_delta_write_in_a_new_session_s": round(new_session, 3),
                 "sizes": {},
             }
             rows = []
@@ -108,7 +115,8 @@ def main() -> None:
     )
     print(
         f"\nfirst Delta write on the warm server: {results['first_delta_write_s']} s "
-        f"(second: {results['second_delta_write_s']} s); first Delta read: {results['first_delta_read_s']} s"
+        f"(second: {results['second_delta_write_s']} s); first Delta read: {results['first_delta_read_s']} s; "
+        f"first Delta write in a new session: {results['first_delta_write_in_a_new_session_s']} s"
     )
     print(f"wrote {write_json('delta', results)}")
 

@@ -12,8 +12,9 @@ Databricks makes every table a Delta table. Here the Delta log is read and writt
   once and cached, that gives catalog tables with `USING delta` their location as the source's
   `path` option, so `saveAsTable`, `CREATE TABLE`, CTAS, INSERT and ``delta.`/path` `` work.
 - `notebook.py` — the driver side: save modes Spark can't pass to a Python data source
-  (errorifexists, ignore), `partitionBy`, paths mapped to local folders, `delta.tables.DeltaTable`
-  (`shim/delta/tables.py`) and the SQL statements the engine can't run (`sql.py`).
+  (errorifexists, ignore), `partitionBy`, paths mapped to local folders (`context.py`),
+  `delta.tables.DeltaTable` (`shim/delta/tables.py` -> `deltatable.py`) and the SQL statements the
+  engine can't run (`sql.py`); both do their work through delta-rs in `operations.py`.
 
 `server.py` holds what a Spark Connect server needs (confs, environment), the one hook of
 `compute/clusters.py`.

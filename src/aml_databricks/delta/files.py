@@ -89,6 +89,15 @@ def write_batches(
     return added
 
 
+def arrow_table(exported: Any) -> pa.Table:
+    """A pyarrow Table from delta-rs' Arrow results (arro3) through the C stream interface.
+
+    Not `pa.table(...)`: its first call imports pandas (0.3-0.7 s) to check for a DataFrame, and that
+    would be paid by every query's planning in a fresh Python worker.
+    """
+    return pa.RecordBatchReader.from_stream(exported).read_all()
+
+
 def remove_files(table_dir: str, files: Iterable[AddedFile]) -> None:
     """Delete the files of a write that will not be committed (its abort)."""
     for added in files:

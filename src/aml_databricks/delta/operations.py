@@ -3,9 +3,9 @@
 Shared by `delta.tables.DeltaTable` and the SQL statements of `sql.py`. Each returns what
 Databricks returns (a small Spark DataFrame of metrics, history or detail rows, with Databricks'
 column names). A data frame used as a MERGE source is collected to Arrow in the driver: fine for
-the sizes a local workspace handles. Never `to_pyarrow_table()` here: with delta-rs it made
-processes abort at exit (measured with the version of the notes; the driver ends with os._exit,
-but DeltaTable objects are also used in tests' processes).
+the sizes a local workspace handles. Never `to_pyarrow_dataset().to_table()`: with deltalake 1.6.6
+a process that called it aborts at exit ("terminate called without an active exception", exit 134,
+measured); `to_pyarrow_table()`, `to_pandas()`, `history()` and per-file reads do not.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 from aml_databricks.delta import context
 from aml_databricks.delta.errors import DeltaError, DeltaNotATable, DeltaUnsupported
+from aml_databricks.delta.files import arrow_table
 
 HISTORY_COLUMNS = (
     "version BIGINT, timestamp TIMESTAMP, userId STRING, userName STRING, operation STRING, "
@@ -139,9 +140,8 @@ def _plain_detail(local: Path, name: str | None) -> Any:
 
 
 def _add_actions(table: Any) -> dict[str, list[Any]]:
-    import pyarrow as pa
 
-    actions = pa.table(table.get_add_actions(flatten=True))
+    actions = arrow_table(table.get_add_actions(flatten=True))
     return {name: actions.column(name).to_pylist() for name in ("path", "size_bytes")}
 
 

@@ -31,7 +31,7 @@ from pyspark.sql.types import StructType
 
 from aml_databricks.delta.commit import PARTITION_BY_OPTION, SHOWN_PATH_OPTION, commit_write, lowered
 from aml_databricks.delta.errors import DeltaNotATable, DeltaPathNotFound, DeltaUnsupported
-from aml_databricks.delta.files import HIVE_NULL, AddedFile, remove_files, write_batches
+from aml_databricks.delta.files import HIVE_NULL, AddedFile, arrow_table, remove_files, write_batches
 from aml_databricks.delta.locations import local_path
 
 
@@ -169,7 +169,7 @@ def _conform_read(
 def _active_files(table: Any) -> list[tuple[str, dict[str, str | None]]]:
     from urllib.parse import unquote
 
-    actions = pa.table(table.get_add_actions(flatten=True))
+    actions = arrow_table(table.get_add_actions(flatten=True))
     paths = actions.column("path").to_pylist()
     partition_columns = list(table.metadata().partition_columns)
     values = {c: actions.column(f"partition.{c}").to_pylist() for c in partition_columns}
