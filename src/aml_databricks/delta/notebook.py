@@ -23,7 +23,7 @@ from typing import Any
 from aml_databricks.compute.paths import PathMapper
 from aml_databricks.delta import context
 from aml_databricks.delta.commit import PARTITION_BY_OPTION, SAVE_MODE_OPTION, SHOWN_PATH_OPTION
-from aml_databricks.delta.errors import DeltaError, DeltaPathExists
+from aml_databricks.delta.errors import DeltaError, DeltaPathExists, DeltaUnsupported
 
 SHIM_PATH = Path(__file__).resolve().parent / "shim"
 _PATCHED = "_aml_databricks_delta"
@@ -140,6 +140,8 @@ def _delta_load(load: Callable[..., Any], paths: PathMapper) -> Callable[..., An
             return load(self, path, schema=schema)
         from aml_databricks.delta.source import open_table
 
+        if str(self._options.get("readChangeFeed", "")).lower() == "true":
+            raise DeltaUnsupported("Change data feed")
         local = paths.local(path)
         open_table(str(local), path, self._options)  # a missing table or version fails here, in one line
         self._options.setdefault(SHOWN_PATH_OPTION, path)
