@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import median, print_table, write_json
 
-from aml_databricks.compute.clusters import ClusterPool
+from aml_databricks.compute.host.pool import ClusterPool
 
 EVERY_COLUMN = ("sum(x)", "max(s)", "max(id)")
 

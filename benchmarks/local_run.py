@@ -155,7 +155,7 @@ def java_pids(marker: str) -> list[int]:
 
 
 def fork_server_pids(parent: int) -> list[int]:
-    return [pid for pid, ppid, args in processes() if ppid == parent and "compute.forkserver" in args]
+    return [pid for pid, ppid, args in processes() if ppid == parent and "forkserver" in args]
 
 
 def server_port(jvm: int) -> int:
@@ -213,7 +213,7 @@ def direct_run(spark: Any, cells: list[Any], parameters: dict[str, str]) -> tupl
 
 
 def python_cells(source: str) -> list[Any]:
-    from aml_databricks.compute.notebooks import parse
+    from aml_databricks.notebooks import parse
 
     return [cell for cell in parse(source).cells if cell.language == "python" and cell.source.strip()]
 
@@ -302,7 +302,7 @@ def warm_and_direct(api: Api, pid: int, data_dir: Path, datastore: Path, repeat:
 
     imported = time.perf_counter() - started
     spark = SparkSession.builder.remote(f"sc://127.0.0.1:{port}").getOrCreate()
-    # What the driver sets for the run's mounts (compute/spark_session.py, paths.viewfs_session_confs).
+    # What the driver sets for the run's mounts (compute/driver/spark_session.py, paths.viewfs_session_confs).
     spark.conf.set(f"fs.viewfs.mounttable.dbfs.link.{MOUNT}", datastore.resolve().as_uri())
     session_s = time.perf_counter() - started - imported
     trivial_cells, example_cells = python_cells(TRIVIAL), python_cells(example_source)

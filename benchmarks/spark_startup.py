@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aml_databricks.compute.clusters import ClusterPool
+from aml_databricks.compute.host.pool import ClusterPool
 
 RESULTS = Path(__file__).parent / "results" / "spark_startup.json"
 
@@ -117,7 +117,7 @@ def pool_run() -> dict[str, float]:
             start = time.perf_counter()
             lease = pool.acquire({}, 1)
             cold = time.perf_counter() - start
-            phases = pool.describe()[0]["local_startup_s"]
+            phases = {k: round(v, 3) for k, v in pool.snapshot()[0].startup_s.items()}
 
             spark = SparkSession(connection=lease.remote)
             spark.range(10).write.saveAsTable("bench_t")

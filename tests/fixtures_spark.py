@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from aml_databricks.compute.clusters import ClusterPool, jvm_pids
+from aml_databricks.compute.host.pool import ClusterPool, jvm_pids
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,8 @@ from databricks.sdk.service.jobs import NotebookTask, RunLifeCycleState, RunResu
 
 from tests.fixtures_workspace import upload_notebook
 
+pytestmark = pytest.mark.server
+
 TOKEN = "dapi-restart-test"
 
 

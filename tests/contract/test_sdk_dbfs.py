@@ -11,7 +11,7 @@ import pytest
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.errors import DatabricksError, InvalidParameterValue, NotFound, ResourceAlreadyExists
 
-from aml_databricks.compute.paths import PathMapper
+from aml_databricks.compute.driver.paths import PathMapper
 from aml_databricks.workspace import LocalWorkspace
 from tests.fixtures_storage import MB
 

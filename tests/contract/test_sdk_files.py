@@ -15,7 +15,7 @@ from databricks.sdk import WorkspaceClient
 from databricks.sdk.errors import AlreadyExists, DatabricksError, InvalidParameterValue, NotFound
 from databricks.sdk.service.jobs import NotebookTask, RunResultState, SubmitTask
 
-from aml_databricks.compute.paths import PathMapper
+from aml_databricks.compute.driver.paths import PathMapper
 from aml_databricks.workspace import LocalWorkspace
 from tests.fixtures_storage import MB
 from tests.fixtures_workspace import upload_notebook

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import pytest
 
-from aml_databricks.compute.clusters import jvm_pids
+from aml_databricks.compute.host.jvm import jvm_pids
 from tests.docs.code_blocks import ROOT, CodeBlock, all_blocks, bash_blocks, doc_files
 
 BLOCKS = all_blocks()

@@ -15,8 +15,10 @@ from typing import Any
 
 import pytest
 
-from aml_databricks.compute.clusters import ClusterPool, Lease, jvm_pids, session_confs
-from aml_databricks.compute.tables import load_table, load_table_with_pool, local_table_name
+from aml_databricks.compute.host.cluster_specs import session_confs
+from aml_databricks.compute.host.pool import ClusterPool, Lease, jvm_pids
+from aml_databricks.compute.tables import load_table, local_table_name
+from aml_databricks.workspace.clusters import describe
 
 pytestmark = pytest.mark.spark
 
@@ -50,7 +52,7 @@ def test_a_client_runs_a_query_on_its_lease(lease: Lease, spark: Any) -> None:
 
 
 def test_the_default_cluster_is_described_as_running(spark_pool: ClusterPool, lease: Lease) -> None:
-    [default, *_] = spark_pool.describe()
+    [default, *_] = describe(spark_pool)
     assert default["cluster_id"] == "local" and default["state"] == "RUNNING"
     assert default["spark_version"].endswith("-scala2.13")
 
@@ -125,7 +127,15 @@ def test_a_parquet_file_loads_through_the_pool(spark_pool: ClusterPool, spark: A
 
     file = tmp_path / "numbers.parquet"
     pq.write_table(pa.table({"n": [1, 2, 3]}), file)
-    assert load_table_with_pool(spark_pool, "main.e2e.numbers", file) == 3
+    from pyspark.sql.connect.session import SparkSession
+
+    loader = spark_pool.acquire({}, run_id=0)  # a session of its own, as `workspace load-table`'s task has
+    session = SparkSession(connection=loader.remote)
+    try:
+        assert load_table(session, "main.e2e.numbers", file) == 3
+    finally:
+        session.stop()
+        loader.release()
     assert spark.table("e2e.numbers").selectExpr("sum(n) AS s").collect()[0].s == 6
 
 
@@ -170,14 +180,14 @@ def test_static_confs_get_a_dedicated_server(spark_pool: ClusterPool) -> None:
         again = spark_pool.acquire({"existing_cluster_id": dedicated.cluster_id}, 6)
         assert again.cluster_id == dedicated.cluster_id and again.remote != dedicated.remote
         again.release()
-        described = {row["cluster_id"]: row for row in spark_pool.describe()}
+        described = {row["cluster_id"]: row for row in describe(spark_pool)}
         assert described[dedicated.cluster_id]["state"] == "RUNNING"
         assert described[dedicated.cluster_id]["local_cores"] == 1
     finally:
         session.stop()
         dedicated.release()
     assert spark_pool.stop(dedicated.cluster_id)
-    assert {row["cluster_id"]: row["state"] for row in spark_pool.describe()}[dedicated.cluster_id] == "TERMINATED"
+    assert {row["cluster_id"]: row["state"] for row in describe(spark_pool)}[dedicated.cluster_id] == "TERMINATED"
 
 
 def test_tables_survive_a_server_restart_and_stopping_leaves_no_jvm(

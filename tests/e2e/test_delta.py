@@ -18,8 +18,8 @@ from databricks.sdk import WorkspaceClient
 from databricks.sdk.service.jobs import NotebookTask, RunOutput, SubmitTask
 from databricks.sdk.service.workspace import Language
 
-from aml_databricks.compute.clusters import ClusterPool
-from aml_databricks.compute.process import DriverExecutor
+from aml_databricks.compute.host.pool import ClusterPool
+from aml_databricks.compute.host.process import DriverExecutor
 from aml_databricks.workspace import LocalWorkspace
 from tests.fixtures_workspace import upload_notebook
 
@@ -35,6 +35,7 @@ def delta_workspace(spark_pool: ClusterPool, spark_data_dir: Path) -> Iterator[L
     with LocalWorkspace(
         spark_data_dir,
         mounts={"/mnt/azuremlblobstore": spark_data_dir / "datastore"},
+        spark=False,  # the session's shared pool, through the executor: closed by its own fixture
         executor=DriverExecutor(spark_data_dir, spark=spark_pool, prefork=True),
     ) as workspace:
         yield workspace

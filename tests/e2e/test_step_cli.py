@@ -24,6 +24,8 @@ from databricks.sdk.service.jobs import RunLifeCycleState, RunResultState
 from aml_databricks.workspace import LocalWorkspace
 from tests.fixtures_workspace import upload_notebook
 
+pytestmark = [pytest.mark.server, pytest.mark.subprocess]
+
 NOTEBOOKS = {
     "/Users/step/ok": (
         'import os\nout = dbutils.widgets.get("out")\nos.makedirs(out, exist_ok=True)\n'

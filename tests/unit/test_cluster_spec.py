@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from aml_databricks.compute.clusters import (
+from aml_databricks.compute.host.cluster_specs import (
     DEFAULT_CLUSTER_ID,
     cluster_id_for,
     local_cores,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from aml_databricks.compute import notebooks
-from aml_databricks.compute.notebooks import Cell
+from aml_databricks import notebooks
+from aml_databricks.notebooks import Cell
 
 PYTHON_NOTEBOOK = """\
 # Databricks notebook source

@@ -14,6 +14,7 @@ import pytest
 from databricks.sdk.service.jobs import RunLifeCycleState, RunResultState, TerminationCodeCode
 
 from aml_databricks.compute.executor import TaskLaunch, TaskOutcome
+from aml_databricks.compute.protocol import FileSystem
 from aml_databricks.workspace import aggregate
 from aml_databricks.workspace.payload import normalize_run
 from aml_databricks.workspace.runs import Run, TaskRun
@@ -124,11 +125,15 @@ class Harness:
         return run, self.store.task_runs(run_id)
 
 
+def file_system(data_dir: Path) -> Callable[[], dict[str, Any]]:
+    return lambda: FileSystem.of_data_dir(data_dir).to_json()
+
+
 def harness_for(tmp_path: Path, slots: int = 4) -> Iterator[Harness]:
     store = Store(tmp_path / "workspace.db")
     clock, executor = ManualClock(), FakeExecutor()
     scheduler = Scheduler(store, executor, runs_dir=tmp_path / "runs", resolve_source=lambda task: ("", "PYTHON"),
-                          max_concurrent_tasks=slots, clock=clock)
+                          fs_table=file_system(tmp_path), max_concurrent_tasks=slots, clock=clock)
     yield Harness(scheduler, store, clock, executor)
     scheduler.close(WAIT)
     store.close()
@@ -226,7 +231,7 @@ def test_recover_ends_what_a_crash_left_in_flight(harness: Harness, tmp_path: Pa
     # the next server on the same data dir, while this one is as good as dead
     store = Store(tmp_path / "workspace.db")
     revived = Scheduler(store, FakeExecutor(), runs_dir=tmp_path / "runs",
-                        resolve_source=lambda task: ("", "PYTHON"), clock=harness.clock)
+                        resolve_source=lambda task: ("", "PYTHON"), fs_table=file_system(tmp_path), clock=harness.clock)
     assert revived.recover() == 1
     run, task = store.get_run(run_id), store.task_runs(run_id)[0]
     assert isinstance(run, Run) and run.progress.life_cycle == L.INTERNAL_ERROR

@@ -1,7 +1,8 @@
 """The seam between the workspace's scheduler and the compute that runs a task.
 
 The scheduler owns the run's state machine and persistence; an executor only turns one
-task run into an outcome. It is handed a `TaskLaunch`, calls `on_running` once the task's
+task run into an outcome. It is handed a `TaskLaunch` (its `TaskSpec` built once from the Jobs API
+task by the workspace), calls `on_running` once the task's
 own code starts (compute ready, libraries installed: PENDING -> RUNNING), and its
 `Execution` answers `wait` with a `TaskOutcome`. `cancel` must be idempotent, bounded in time
 and leave no process behind.
@@ -16,6 +17,55 @@ from typing import Any, Protocol
 
 from databricks.sdk.service.jobs import RunResultState, TerminationCodeCode
 
+from aml_databricks.compute.protocol import FileSystem, TaskKind
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task as compute runs it: built once from the Jobs API task by the workspace
+    (workspace/launch.py), so nothing in compute reads the Jobs API's task settings."""
+
+    task_key: str
+    kind: TaskKind
+    path: str  # the notebook's workspace path, or the python file's path
+    source: str | None  # the notebook or python source, resolved by the workspace
+    language: str | None = None  # PYTHON | SQL, for notebooks
+    widgets: dict[str, str] = field(default_factory=dict)  # a notebook's base_parameters
+    argv: list[str] = field(default_factory=list)  # a python file's parameters
+    new_cluster: dict[str, Any] | None = None  # a Clusters API spec (see host/cluster_specs.py)
+    existing_cluster_id: str | None = None
+    libraries: list[dict[str, Any]] = field(default_factory=list)  # `libraries[]` (see host/libraries.py)
+    timeout_seconds: int = 0  # 0: none
+
+    @property
+    def cluster(self) -> dict[str, Any]:
+        """What `SparkProvider.acquire` takes: the new_cluster spec, `{"existing_cluster_id": ...}`, or {}."""
+        if self.new_cluster:
+            return dict(self.new_cluster)
+        if self.existing_cluster_id:
+            return {"existing_cluster_id": self.existing_cluster_id}
+        return {}
+
+    @property
+    def compute(self) -> dict[str, Any]:
+        """The task's compute as a child run names it (`dbutils.notebook.run` runs on the same cluster)."""
+        if self.new_cluster is not None:
+            return {"new_cluster": self.new_cluster}
+        if self.existing_cluster_id is not None:
+            return {"existing_cluster_id": self.existing_cluster_id}
+        return {}
+
+    @property
+    def spark_env_vars(self) -> dict[str, str]:
+        return {str(k): str(v) for k, v in ((self.new_cluster or {}).get("spark_env_vars") or {}).items()}
+
+    @property
+    def runtime_version(self) -> str | None:
+        """`15.4` of `spark_version` "15.4.x-scala2.12": code tests DATABRICKS_RUNTIME_VERSION to know
+        it runs on Databricks."""
+        version = str((self.new_cluster or {}).get("spark_version") or "")
+        return ".".join(version.split(".")[:2]) if version[:1].isdigit() else None
+
 
 @dataclass(frozen=True)
 class TaskLaunch:
@@ -23,16 +73,11 @@ class TaskLaunch:
 
     run_id: int  # the task run's own id
     parent_run_id: int
-    task_key: str
-    task: dict[str, Any]  # the task settings as submitted: notebook_task, new_cluster, libraries, ...
+    task: TaskSpec
     run_dir: Path  # private scratch folder of this task run (logs, result file)
     api_host: str  # the local workspace's URL, for the driver's calls back (%run, secrets, taskValues)
     run_token: str  # a bearer token valid only while this run is in flight
-    notebook_source: str | None = None  # notebook/python source already resolved from the workspace
-    notebook_language: str | None = None  # PYTHON | SQL, for notebook sources
-    # The file system the task sees, as the driver protocol's "fs" object: dbfs_root, volumes_root,
-    # mounts {"/mnt/x": local folder}, storage {"abfss://c@a.dfs.core.windows.net": local folder}.
-    fs: dict[str, Any] = field(default_factory=dict)
+    fs: FileSystem  # where DBFS, volumes, mounts and storage URIs live on this machine
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,8 @@
 """Local tables: name mapping, loading a file as a table, and the sample tables.
 
+Used on both sides: the pool installs the samples (host), `workspace load-table` runs `load_table` as a
+task (compute/driver/load_table_task.py). Only the standard library at import time; pyspark comes as an argument.
+
 Tables live in the Hive catalog of the shared Spark server (Derby metastore in the data dir,
 parquet files under `dbfs/user/hive/warehouse`): there is no Delta Lake offline.
 
@@ -14,10 +17,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from aml_databricks.compute.clusters import ClusterPool
+from typing import Any
 
 DEFAULT_CATALOGS = ("hive_metastore", "main", "spark_catalog")
 DEFAULT_SCHEMA = "default"
@@ -87,23 +87,6 @@ def load_table(spark: Any, name: str, file: str | Path, *, mode: str = "overwrit
     df.write.mode(mode).format("parquet").saveAsTable(f"`{schema}`.`{table}`")
     count: int = spark.table(f"`{schema}`.`{table}`").count()
     return count
-
-
-def load_table_with_pool(pool: ClusterPool, name: str, file: str | Path) -> int:
-    """`load_table` on the pool's shared server (for `workspace load-table` and an API endpoint).
-
-    Go through the pool that owns the data dir: the metastore is embedded Derby, which a second
-    JVM on the same data dir can't open while the workspace's server runs.
-    """
-    from pyspark.sql.connect.session import SparkSession
-
-    lease = pool.acquire({}, run_id=0)
-    spark = SparkSession(connection=lease.remote)
-    try:
-        return load_table(spark, name, file)
-    finally:
-        spark.stop()
-        lease.release()
 
 
 def _file_kind(path: Path) -> str:

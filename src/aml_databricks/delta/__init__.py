@@ -17,5 +17,5 @@ Databricks makes every table a Delta table. Here the Delta log is read and writt
   engine can't run (`sql.py`); both do their work through delta-rs in `operations.py`.
 
 `server.py` holds what a Spark Connect server needs (confs, environment), the one hook of
-`compute/clusters.py`.
+`compute/host/jvm.py`.
 """

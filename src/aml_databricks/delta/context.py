@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from aml_databricks.compute.paths import PathMapper
+from aml_databricks.compute.driver.paths import PathMapper
 from aml_databricks.delta.errors import DeltaError
 
 _session: Any = None

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from aml_databricks.compute.paths import PathMapper
+from aml_databricks.compute.driver.paths import PathMapper
 from aml_databricks.delta import context
 from aml_databricks.delta.commit import PARTITION_BY_OPTION, SAVE_MODE_OPTION, SHOWN_PATH_OPTION
 from aml_databricks.delta.errors import DeltaError, DeltaPathExists, DeltaUnsupported

@@ -1,6 +1,6 @@
 """What a Spark Connect server needs for Delta tables: its environment and its confs.
 
-The one hook of `compute/clusters.py`: `server_setup(data_dir, env)` adds to the server
+The one hook of `compute/host/jvm.py`: `server_setup(data_dir, env)` adds to the server
 process's environment and returns the confs to add to its command line.
 """
 

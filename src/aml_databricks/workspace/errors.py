@@ -102,3 +102,8 @@ class TemporarilyUnavailable(ApiError):
 class InternalError(ApiError):
     status = 500
     error_code = "INTERNAL_ERROR"
+
+
+class SourceNotFound(Exception):
+    """A task's notebook or python file is not there when its run starts: the task run ends
+    INTERNAL_ERROR with RESOURCE_NOT_FOUND (not an API error: the request was accepted earlier)."""

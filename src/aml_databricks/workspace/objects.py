@@ -13,15 +13,15 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from aml_databricks.compute import notebooks
+from aml_databricks import notebooks
 from aml_databricks.workspace.errors import (
     DirectoryNotEmpty,
     InvalidParameterValue,
     PathNotFound,
     ResourceAlreadyExists,
+    SourceNotFound,
 )
 from aml_databricks.workspace.paths import is_local_file, normalize_path
-from aml_databricks.workspace.scheduler import SourceNotFound
 from aml_databricks.workspace.store import Store
 
 IMPORT_FORMATS = ("SOURCE", "JUPYTER", "AUTO", "RAW")

@@ -21,9 +21,12 @@ from typing import Any
 from databricks.sdk.service.jobs import RunIf, RunLifeCycleState, RunResultState, TerminationCodeCode
 
 from aml_databricks.compute.executor import Executor, TaskLaunch, TaskOutcome
+from aml_databricks.compute.protocol import FileSystem
 from aml_databricks.workspace import aggregate, lifecycle, recovery
 from aml_databricks.workspace.clock import Clock, SystemClock, Timer
+from aml_databricks.workspace.errors import SourceNotFound
 from aml_databricks.workspace.flight import RunFlight, TaskFlight
+from aml_databricks.workspace.launch import task_spec
 from aml_databricks.workspace.recovery import RESTART_MESSAGE
 from aml_databricks.workspace.runs import Progress, Run, TaskRun, Timing
 from aml_databricks.workspace.slots import TaskSlots
@@ -43,13 +46,9 @@ POLL_SECONDS = 0.05
 SourceResolver = Callable[[dict[str, Any]], tuple[str, str | None]]
 
 
-class SourceNotFound(Exception):
-    pass
-
-
 class Scheduler:
     def __init__(self, store: Store, executor: Executor, *, runs_dir: Path, resolve_source: SourceResolver,
-                 fs_table: Callable[[], dict[str, Any]] = dict, max_concurrent_tasks: int = 4,
+                 fs_table: Callable[[], dict[str, Any]], max_concurrent_tasks: int = 4,
                  clock: Clock | None = None) -> None:
         self.store = store
         self.fs_table = fs_table
@@ -258,9 +257,9 @@ class Scheduler:
         run_dir = self.runs_dir / str(task.record.run_id)
         run_dir.mkdir(parents=True, exist_ok=True)
         launch = TaskLaunch(
-            run_id=task.record.run_id, parent_run_id=run.record.run_id, task_key=task.settings["task_key"],
-            task=task.settings, run_dir=run_dir, api_host=self.host, run_token=token,
-            notebook_source=source, notebook_language=language, fs=self.fs_table(),
+            run_id=task.record.run_id, parent_run_id=run.record.run_id,
+            task=task_spec(task.settings, source, language),
+            run_dir=run_dir, api_host=self.host, run_token=token, fs=FileSystem.from_json(self.fs_table()),
         )
         running_at: list[int] = []
 

@@ -25,7 +25,7 @@ VOLUMES = "/Volumes"
 
 def _mapper(fs_table: Mapping[str, Any]) -> Any:
     """The notebooks' path mapping, built from the driver protocol's `fs` object."""
-    from aml_databricks.compute.paths import PathMapper
+    from aml_databricks.compute.driver.paths import PathMapper
 
     return PathMapper.from_config(fs_table)
 

@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from aml_databricks.compute.driver import split_sql, substitute_widgets
-from aml_databricks.compute.paths import PathMapper
+pytestmark = pytest.mark.subprocess
 
 
 @dataclass
@@ -373,35 +372,3 @@ def test_notebook_context_through_the_entry_point(tmp_path: Path, fs: dict[str, 
     run = run_driver(tmp_path, fs, source)
 
     assert run.result["notebook_result"] == "['/Users/me/nb', 7, 'main', '6', False]"
-
-
-def test_sql_widget_substitution() -> None:
-    widgets = {"table": "sales", "n": "3"}
-    sql = "SELECT * FROM ${table} LIMIT ${n} -- ${spark.sql.x} ${unknown}"
-    assert substitute_widgets(sql, widgets.get) == "SELECT * FROM sales LIMIT 3 -- ${spark.sql.x} ${unknown}"
-
-
-def test_split_sql_respects_quotes_and_comments() -> None:
-    source = "SELECT 'a;b' AS x; -- c;d\nSELECT \"e;f\", `g;h` /* i;j */ ;\n\n;SELECT 3"
-    assert split_sql(source) == ["SELECT 'a;b' AS x", 'SELECT "e;f", `g;h`', "SELECT 3"]
-
-
-def test_path_mapper_spark_paths(tmp_path: Path) -> None:
-    mapper = PathMapper.from_config(
-        {
-            "dbfs_root": str(tmp_path / "dbfs"),
-            "volumes_root": str(tmp_path / "vol"),
-            "mounts": {"/mnt/m": str(tmp_path / "m")},
-            "storage": {"abfss://c@a.dfs.core.windows.net": str(tmp_path / "lake")},
-        }
-    )
-    assert mapper.spark_path("dbfs:/x/y") == "/x/y"
-    assert mapper.spark_path("/mnt/m/x") == "/mnt/m/x"  # ViewFS resolves it
-    assert mapper.spark_path("abfss://c@a.dfs.core.windows.net/p") == (tmp_path / "lake/p").as_uri()
-    assert mapper.local("dbfs:/../../etc/passwd") == tmp_path / "dbfs/etc/passwd"  # can't climb out
-    assert mapper.python_local("/dbfs/x") == str(tmp_path / "dbfs/x")
-    assert mapper.python_local("/srv/data/x") == "/srv/data/x"  # not DBFS: untouched
-    assert mapper.viewfs_session_confs() == {
-        "fs.viewfs.mounttable.dbfs.link./Volumes": (tmp_path / "vol").as_uri(),
-        "fs.viewfs.mounttable.dbfs.link./mnt/m": (tmp_path / "m").as_uri(),
-    }

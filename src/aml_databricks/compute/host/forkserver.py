@@ -36,7 +36,8 @@ import sys
 import threading
 from typing import Any
 
-from aml_databricks.compute.redaction import SECRET_FD_ENV
+from aml_databricks.compute.host import procs
+from aml_databricks.compute.protocol import SECRET_FD_ENV
 
 _MAX_MESSAGE = 1 << 20
 _READY = b"ready"
@@ -135,7 +136,7 @@ class DriverForkServer:
         self._lock = threading.Lock()
         self._broken = False
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "aml_databricks.compute.forkserver", str(theirs.fileno())],
+            [sys.executable, "-m", "aml_databricks.compute.host.forkserver", str(theirs.fileno())],
             pass_fds=(theirs.fileno(),),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -191,20 +192,19 @@ class DriverForkServer:
 
 def serve(fd: int) -> None:
     channel = socket.socket(fileno=fd)
-    from aml_databricks.compute import driver
+    from aml_databricks.compute.driver import runner
 
     with contextlib.suppress(ImportError):  # the heavy part a fresh driver would pay on every run
         import pyspark.sql.connect.session  # noqa: F401
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the drivers; pidfds still report their end
     children: dict[int, int] = {}  # pid -> pidfd of each driver still running
     try:
-        _serve(channel, children, driver.main)
+        _serve(channel, children, runner.main)
     finally:
         # The executor is gone (closed, or its process died): no driver may outlive it unwatched.
         for pid, pidfd in children.items():
             if not select.select([pidfd], [], [], 0)[0]:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)
+                procs.send(pid, signal.SIGKILL, group=True)
 
 
 def _serve(channel: socket.socket, children: dict[int, int], main: Any) -> None:

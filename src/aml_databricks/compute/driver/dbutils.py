@@ -1,4 +1,4 @@
-"""`dbutils` for notebooks and Python files run by the local workspace.
+"""`dbutils` for notebooks and Python files run by the local workspace (`dbutils.fs`: fs_utils.py).
 
 Names, signatures, return values and error messages follow Databricks' `dbutils` so notebooks run
 unchanged. Everything that involves the workspace (secrets, task values, child runs, mounts) goes
@@ -14,18 +14,16 @@ import builtins
 import contextlib
 import json
 import posixpath
-import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from aml_databricks.compute.api import ApiError, WorkspaceApi
-from aml_databricks.compute.paths import PathMapper, is_storage_uri, normalize_mount_point
-from aml_databricks.compute.redaction import Redactor
+from aml_databricks.compute.driver.api import ApiError, WorkspaceApi
+from aml_databricks.compute.driver.fs_utils import FsUtils
+from aml_databricks.compute.driver.run_context import Help, RunContext
 
 NOTEBOOK_RESULT_LIMIT = 5 * 1024 * 1024  # bytes: Databricks keeps the first 5 MB of an exit value
 _TERMINAL_LIFE_CYCLE_STATES = frozenset({"TERMINATED", "SKIPPED", "INTERNAL_ERROR"})
@@ -48,60 +46,12 @@ class NotebookExit(BaseException):
         self.value = value
 
 
-class FileInfo(NamedTuple):
-    path: str
-    name: str
-    size: int
-    modificationTime: int
-
-    def isDir(self) -> bool:
-        return self.name.endswith("/")
-
-    def isFile(self) -> bool:
-        return not self.isDir()
-
-
-class MountInfo(NamedTuple):
-    mountPoint: str
-    source: str
-    encryptionType: str = ""
-
-
 class SecretScope(NamedTuple):
     name: str
 
 
 class SecretMetadata(NamedTuple):
     key: str
-
-
-@dataclass
-class RunContext:
-    """What `dbutils` needs to know about the run it serves."""
-
-    paths: PathMapper
-    redactor: Redactor
-    parameters: dict[str, str] = field(default_factory=dict)
-    api: WorkspaceApi | None = None
-    run_id: int | None = None
-    parent_run_id: int | None = None
-    task_key: str = ""
-    cluster: dict[str, Any] = field(default_factory=dict)  # new_cluster / existing_cluster_id of the task
-    current_path: Callable[[], str] = lambda: "/"  # the notebook being run (changes inside %run)
-    spark: Callable[[], Any] = lambda: None  # the run's SparkSession, if it has one
-
-    def require_api(self, what: str) -> WorkspaceApi:
-        if self.api is None:
-            raise RuntimeError(f"{what} needs the workspace API, and this run was started without one")
-        return self.api
-
-
-class _Help:
-    def help(self, method: str = "") -> None:
-        names = sorted(n for n in dir(self) if not n.startswith("_") and n != "help")
-        print(
-            f"{type(self).__name__}: " + ", ".join(names) if not method else (getattr(self, method).__doc__ or method)
-        )
 
 
 # --- widgets -------------------------------------------------------------------------------------
@@ -115,11 +65,11 @@ class _Widget:
     label: str | None = None
 
 
-class WidgetsUtils(_Help):
+class WidgetsUtils(Help):
     """Widget definitions with defaults; the task's parameters override them (base_parameters)."""
 
     def __init__(self, parameters: Mapping[str, str]) -> None:
-        self._parameters: list[dict[str, str]] = [{k: str(v) for k, v in parameters.items()}]
+        self._parameters: list[dict[str, str]] = [dict(parameters)]  # strings already (TaskSpec.widgets)
         self._widgets: dict[str, _Widget] = {}
 
     def get(self, name: str) -> str:
@@ -180,7 +130,7 @@ class WidgetsUtils(_Help):
 # --- notebook ------------------------------------------------------------------------------------
 
 
-class NotebookUtils(_Help):
+class NotebookUtils(Help):
     def __init__(self, context: RunContext) -> None:
         self._context = context
         # `dbutils.notebook.entry_point.getDbutils().notebook().getContext().notebookPath().get()`:
@@ -322,164 +272,10 @@ def _wait_for_run(api: WorkspaceApi, run_id: int, timeout_seconds: int) -> dict[
         delay = min(delay * 1.5, 1.0)
 
 
-# --- fs ------------------------------------------------------------------------------------------
-
-
-class FsUtils(_Help):
-    def __init__(self, context: RunContext, on_mounts_changed: Callable[[], None] = lambda: None) -> None:
-        self._context = context
-        self._paths = context.paths
-        self._on_mounts_changed = on_mounts_changed
-        self._mount_sources = {mp: folder.as_uri() for mp, folder in self._paths.mounts.items()}
-
-    def ls(self, dir: str) -> list[FileInfo]:
-        local = self._existing(dir)
-        if local.is_file():
-            return [self._info(dir, local, local.name)]
-        base = dir if dir.endswith("/") else dir + "/"
-        return [self._info(base + child.name, child, child.name) for child in sorted(local.iterdir())]
-
-    def head(self, file: str, maxBytes: int = 65536) -> str:
-        with self._existing(file).open("rb") as handle:
-            return handle.read(maxBytes).decode("utf-8", errors="replace")
-
-    def put(self, file: str, contents: str, overwrite: bool = False) -> bool:
-        local = self._paths.local(file)
-        if local.exists() and not overwrite:
-            raise FileExistsError(f"File {file} already exists; use overwrite=True to replace it.")
-        local.parent.mkdir(parents=True, exist_ok=True)
-        data = contents.encode()
-        local.write_bytes(data)
-        print(f"Wrote {len(data)} bytes.")
-        return True
-
-    def mkdirs(self, dir: str) -> bool:
-        self._paths.local(dir).mkdir(parents=True, exist_ok=True)
-        return True
-
-    def cp(self, from_: str, to: str, recurse: bool = False) -> bool:
-        source, target = self._existing(from_), self._paths.local(to)
-        if source.is_dir():
-            if not recurse:
-                raise IsADirectoryError(f"{from_} is a directory: use recurse=True to copy it")
-            shutil.copytree(source, target, dirs_exist_ok=True)
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / source.name if target.is_dir() else target)
-        return True
-
-    def mv(self, from_: str, to: str, recurse: bool = False) -> bool:
-        source, target = self._existing(from_), self._paths.local(to)
-        if source.is_dir() and not recurse:
-            raise IsADirectoryError(f"{from_} is a directory: use recurse=True to move it")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(source, target)
-        return True
-
-    def rm(self, dir: str, recurse: bool = False) -> bool:
-        local = self._paths.local(dir)
-        if not local.exists() and not local.is_symlink():
-            return False
-        if local.is_dir() and not local.is_symlink():
-            if recurse:
-                shutil.rmtree(local)
-            else:
-                local.rmdir()  # only an empty folder, as Databricks: non-empty needs recurse=True
-        else:
-            local.unlink()
-        return True
-
-    def mount(
-        self,
-        source: str,
-        mount_point: str,
-        encryption_type: str = "",
-        extra_configs: Mapping[str, str] | None = None,
-    ) -> bool:
-        """Mount a local folder (`file:///...`) or a mapped storage URI at /mnt/<name>.
-
-        `extra_configs` (account keys, OAuth settings) are accepted and not needed locally.
-        """
-        mount_point = normalize_mount_point(mount_point)
-        if mount_point in self._paths.mounts:
-            raise RuntimeError(f"Directory already mounted: {mount_point}")
-        folder = self._paths.mount_source_folder(source)
-        if not folder.is_dir():
-            if not is_storage_uri(source):
-                raise FileNotFoundError(f"mount source {source} is not a folder on this machine")
-            folder.mkdir(parents=True, exist_ok=True)  # a container prefix exists once something is in it
-        self._tell_workspace(
-            "/api/2.0/local/mounts", {"mount_point": mount_point, "source": source, "local_path": str(folder)}
-        )
-        self._paths.mounts[mount_point] = folder
-        self._mount_sources[mount_point] = source
-        self._on_mounts_changed()
-        return True
-
-    def unmount(self, mount_point: str) -> bool:
-        mount_point = normalize_mount_point(mount_point)
-        if mount_point not in self._paths.mounts:
-            raise RuntimeError(f"Directory not mounted: {mount_point}")
-        self._tell_workspace("/api/2.0/local/mounts/delete", {"mount_point": mount_point})
-        del self._paths.mounts[mount_point]
-        self._mount_sources.pop(mount_point, None)
-        self._on_mounts_changed()
-        print(f"{mount_point} has been unmounted.")
-        return True
-
-    def mounts(self) -> list[MountInfo]:
-        listed = [MountInfo("/", "DatabricksRoot"), MountInfo("/Volumes", "UnityCatalogVolumes")]
-        listed += [MountInfo(mp, self._mount_sources.get(mp, str(folder))) for mp, folder in self._paths.mounts.items()]
-        return listed
-
-    def refreshMounts(self) -> bool:
-        """Re-read the workspace's mount table (mounts made by other runs since this one started)."""
-        api = self._context.require_api("dbutils.fs.refreshMounts")
-        entries = api.get("/api/2.0/local/mounts").get("mounts") or []
-        self._paths.mounts.clear()
-        self._mount_sources.clear()
-        for entry in entries:
-            mount_point = normalize_mount_point(str(entry.get("mountPoint") or entry["mount_point"]))
-            source = str(entry.get("source") or "")
-            local = entry.get("local_path")
-            self._paths.mounts[mount_point] = Path(local) if local else self._paths.mount_source_folder(source)
-            self._mount_sources[mount_point] = source or self._paths.mounts[mount_point].as_uri()
-        self._on_mounts_changed()
-        return True
-
-    def _tell_workspace(self, path: str, body: dict[str, str]) -> None:
-        """Persist a mount change for later runs; without that endpoint it stays this run's own."""
-        if self._context.api is None:
-            return
-        try:
-            self._context.api.post(path, body)
-        except ApiError as error:
-            if not _endpoint_missing(error):
-                raise
-
-    def _existing(self, path: str) -> Path:
-        local = self._paths.local(path)
-        if not local.exists():
-            raise FileNotFoundError(f"File {path} does not exist.")
-        return local
-
-    @staticmethod
-    def _info(shown: str, local: Path, name: str) -> FileInfo:
-        stat = local.stat()
-        if local.is_dir():
-            return FileInfo(shown.rstrip("/") + "/", name + "/", 0, int(stat.st_mtime * 1000))
-        return FileInfo(shown, name, stat.st_size, int(stat.st_mtime * 1000))
-
-
-def _endpoint_missing(error: ApiError) -> bool:
-    """The workspace doesn't offer this call (an older or partial server), as opposed to refusing it."""
-    return error.status in (404, 405) or (error.status == 400 and "is not allowed for" in error.message)
-
-
 # --- secrets -------------------------------------------------------------------------------------
 
 
-class SecretsUtils(_Help):
+class SecretsUtils(Help):
     """Secrets, fetched with the run's token; every value fetched is redacted from the run's output."""
 
     def __init__(self, context: RunContext) -> None:
@@ -508,7 +304,7 @@ class SecretsUtils(_Help):
 # --- jobs.taskValues -----------------------------------------------------------------------------
 
 
-class TaskValuesUtils(_Help):
+class TaskValuesUtils(Help):
     def __init__(self, context: RunContext) -> None:
         self._context = context
 
@@ -541,7 +337,7 @@ class TaskValuesUtils(_Help):
         return default
 
 
-class JobsUtils(_Help):
+class JobsUtils(Help):
     def __init__(self, context: RunContext) -> None:
         self.taskValues = TaskValuesUtils(context)
 
@@ -555,7 +351,7 @@ LIBRARY_NOTICE = (
 )
 
 
-class LibraryUtils(_Help):
+class LibraryUtils(Help):
     def _notice(self, call: str) -> bool:
         print(f"dbutils.library.{call}: {LIBRARY_NOTICE}")
         return True
@@ -577,7 +373,7 @@ class LibraryUtils(_Help):
 # --- the object notebooks see --------------------------------------------------------------------
 
 
-class DBUtils(_Help):
+class DBUtils(Help):
     def __init__(self, context: RunContext, on_mounts_changed: Callable[[], None] = lambda: None) -> None:
         self.widgets = WidgetsUtils(context.parameters)
         self.notebook = NotebookUtils(context)

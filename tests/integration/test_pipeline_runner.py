@@ -17,6 +17,8 @@ from aml_databricks.pipeline.runner import DatabricksTarget, PipelineResult, Pip
 from aml_databricks.pipeline.tracking import LocalTracking
 from tests.unit.pipeline_files import PIPELINE_YML, tiny_pipeline, write
 
+pytestmark = pytest.mark.subprocess  # each node is a real process
+
 pytest.importorskip("azure.ai.ml")
 pytest.importorskip("mlflow")
 

@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from aml_databricks.compute.paths import PathMapper
+from aml_databricks.compute.driver.paths import PathMapper
 
 # Reader and writer methods whose path arguments may carry `dbfs:` or storage URIs.
 _READER_METHODS = ("load", "parquet", "csv", "json", "text", "orc", "xml")

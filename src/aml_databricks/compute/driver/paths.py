@@ -22,7 +22,10 @@ import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
+
+from aml_databricks.compute.protocol import FileSystem
 
 # The ViewFS mount table name: the cluster's servers run with fs.defaultFS=viewfs://dbfs/.
 VIEWFS_TABLE = "dbfs"
@@ -54,16 +57,14 @@ class PathMapper:
     storage: dict[tuple[str, str], Path] = field(default_factory=dict)  # (container, account) -> folder
 
     @classmethod
-    def from_config(cls, config: Mapping[str, object]) -> PathMapper:
-        """From task.json's `fs` object (see docs/architecture.md)."""
-        mounts = config.get("mounts") or {}
-        storage = config.get("storage") or {}
-        assert isinstance(mounts, Mapping) and isinstance(storage, Mapping)
-        mapper = cls(Path(str(config["dbfs_root"])), Path(str(config["volumes_root"])))
-        for mount_point, folder in mounts.items():
-            mapper.mounts[normalize_mount_point(str(mount_point))] = Path(str(folder))
-        for uri, folder in storage.items():
-            mapper.storage[storage_key(str(uri))] = Path(str(folder))
+    def from_config(cls, config: FileSystem | Mapping[str, Any]) -> PathMapper:
+        """From the driver protocol's `FileSystem` (task.json's `fs` object), or its JSON form."""
+        fs = config if isinstance(config, FileSystem) else FileSystem.from_json(config)
+        mapper = cls(Path(fs.dbfs_root), Path(fs.volumes_root))
+        for mount_point, folder in fs.mounts.items():
+            mapper.mounts[normalize_mount_point(mount_point)] = Path(folder)
+        for uri, folder in fs.storage.items():
+            mapper.storage[storage_key(uri)] = Path(folder)
         return mapper
 
     def local(self, path: str) -> Path:

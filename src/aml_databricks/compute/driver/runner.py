@@ -1,15 +1,13 @@
 """The task driver: `python -m aml_databricks.compute.driver RUN_DIR` runs one task run.
 
 It reads RUN_DIR/task.json, runs the notebook cell by cell (or the Python file as `__main__`) and
-always writes RUN_DIR/result.json, as docs/architecture.md ("The driver protocol") describes.
+always writes RUN_DIR/result.json, as compute/protocol.py ("the driver protocol") describes.
 Its stdout and stderr are a pipe the executor copies to the run's output.log; the driver reports
 each secret value it fetches on the descriptor named by AML_DATABRICKS_SECRET_FD so the executor
-redacts it there (see compute/redaction.py), and redacts result.json's fields itself.
+redacts it there (see compute/driver/redaction.py, compute/host/logpump.py), and redacts result.json's fields itself.
 
 A notebook's cells share one globals dict with `spark`, `dbutils`, `display`, `displayHTML`,
-`sql`, `table` and `getArgument`, as on Databricks. Each Python cell is compiled with a file name
-naming the notebook and cell, and padded so its line numbers are those of the notebook file:
-a traceback reads `File "<notebook /Users/me/etl, cell 3>", line 12`.
+`sql`, `table` and `getArgument`, as on Databricks; compute/driver/cells.py compiles each cell.
 """
 
 from __future__ import annotations
@@ -17,35 +15,40 @@ from __future__ import annotations
 import base64
 import builtins
 import io
-import json
-import linecache
 import os
-import re
 import shlex
 import subprocess
 import sys
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from types import CodeType
-from typing import Any
+from typing import Any, Literal
 
-from aml_databricks.compute import notebooks
-from aml_databricks.compute.api import WorkspaceApi
-from aml_databricks.compute.dbutils import (
+from aml_databricks import notebooks
+from aml_databricks.compute.driver import cells
+from aml_databricks.compute.driver.api import WorkspaceApi
+from aml_databricks.compute.driver.cells import (
+    cell_filename,
+    compile_cell,
+    register_source,
+    split_sql,
+    substitute_widgets,
+)
+from aml_databricks.compute.driver.dbutils import (
     NOTEBOOK_RESULT_LIMIT,
     DBUtils,
     NotebookExit,
-    RunContext,
     resolve_notebook_path,
 )
-from aml_databricks.compute.notebooks import Cell, Notebook
-from aml_databricks.compute.paths import PathMapper
-from aml_databricks.compute.redaction import Redactor, SecretChannel
+from aml_databricks.compute.driver.paths import PathMapper
+from aml_databricks.compute.driver.redaction import Redactor, SecretChannel
+from aml_databricks.compute.driver.run_context import RunContext
+from aml_databricks.compute.protocol import DriverResult, DriverTask
+from aml_databricks.notebooks import Cell, Notebook
 
 DISPLAY_MAX_ROWS = 1000
-_SQL_WIDGET = re.compile(r"\$\{(\w+)\}")
-_INTERNAL_FILES = frozenset({__file__})  # frames of the driver itself are left out of error traces
+# frames of the driver itself are left out of error traces
+_INTERNAL_FILES = frozenset({__file__, cells.__file__})
 _UNSUPPORTED_CELL_LANGUAGES = {"scala": "Scala", "r": "R"}
 _PIP_NOTICE = (
     "%pip is not run by the local workspace (no network, one shared environment): list packages in "
@@ -58,10 +61,10 @@ class CellError(Exception):
 
 
 class TaskResult:
-    """What result.json says; starts as a failure, so an unexpected exit still reports one."""
+    """What result.json will say; starts as a failure, so an unexpected exit still reports one."""
 
     def __init__(self) -> None:
-        self.result_state = "FAILED"
+        self.result_state: Literal["SUCCESS", "FAILED"] = "FAILED"
         self.notebook_result: str | None = None
         self.truncated = False
         self.error: str | None = "the driver ended before the task finished"
@@ -75,7 +78,7 @@ class TaskResult:
     def fail(self, error: str, error_trace: str | None) -> None:
         self.result_state, self.error, self.error_trace = "FAILED", error, error_trace
 
-    def as_json(self, redactor: Redactor) -> dict[str, Any]:
+    def redacted(self, redactor: Redactor) -> DriverResult:
         def clean(text: str | None) -> str | None:
             return None if text is None else redactor.redact(text)
 
@@ -84,40 +87,32 @@ class TaskResult:
         if result is not None:  # redaction can lengthen a value: keep the cap
             result, cut = _truncate_utf8(result, NOTEBOOK_RESULT_LIMIT)
             truncated = truncated or cut
-        return {
-            "result_state": self.result_state,
-            "notebook_result": result,
-            "truncated": truncated,
-            "error": clean(self.error),
-            "error_trace": clean(self.error_trace),
-        }
+        return DriverResult(self.result_state, result, truncated, clean(self.error), clean(self.error_trace))
 
 
 class TaskRunner:
     """Runs one task's code in one namespace."""
 
-    def __init__(self, task: dict[str, Any]) -> None:
+    def __init__(self, task: DriverTask) -> None:
         self.task = task
         channel = SecretChannel.from_environment()
         self.redactor = Redactor(on_add=channel.report if channel is not None else None)
-        api = task.get("api") or {}
-        self.api = WorkspaceApi(api["host"], api["token"]) if api.get("host") else None
+        self.api = WorkspaceApi(task.api_host, task.api_token) if task.api_host else None
         if self.api is not None:
             self.redactor.add(self.api.token)  # reachable through the notebook context, as on Databricks
-        self.paths = PathMapper.from_config(task["fs"])
+        self.paths = PathMapper.from_config(task.fs)
         self.spark: Any = None
-        self._path_stack = [str(task.get("path") or "/notebook")]
+        self._path_stack = [task.path or "/notebook"]
         self.failed_cell: tuple[str, Cell] | None = None  # the innermost cell that raised
-        parameters = task.get("parameters")
         context = RunContext(
             paths=self.paths,
             redactor=self.redactor,
-            parameters=dict(parameters) if isinstance(parameters, dict) else {},
+            parameters=task.widgets,
             api=self.api,
-            run_id=task.get("run_id"),
-            parent_run_id=task.get("parent_run_id"),
-            task_key=str(task.get("task_key") or ""),
-            cluster=dict(task.get("cluster") or {}),
+            run_id=task.run_id,
+            parent_run_id=task.parent_run_id,
+            task_key=task.task_key,
+            cluster=task.cluster,
             current_path=lambda: self._path_stack[-1],
             spark=lambda: self.spark,
         )
@@ -127,19 +122,17 @@ class TaskRunner:
     # --- set-up ------------------------------------------------------------------------------
 
     def prepare(self) -> None:
-        for entry in reversed(self.task.get("python_path") or []):
-            sys.path.insert(0, str(entry))
-        if self.task.get("python_path"):
+        for entry in reversed(self.task.python_path):
+            sys.path.insert(0, entry)
+        if self.task.python_path:
             # %sh and subprocesses of the task see the same libraries.
             os.environ["PYTHONPATH"] = os.pathsep.join(
-                [*map(str, self.task["python_path"]), *filter(None, [os.environ.get("PYTHONPATH")])]
+                [*self.task.python_path, *filter(None, [os.environ.get("PYTHONPATH")])]
             )
-        remote = (self.task.get("spark") or {}).get("remote")
-        if remote:
-            from aml_databricks.compute import spark_session
+        if self.task.spark is not None:
+            from aml_databricks.compute.driver import spark_session
 
-            confs = (self.task.get("spark") or {}).get("confs") or {}
-            self.spark = spark_session.connect(remote, self.paths, confs)
+            self.spark = spark_session.connect(self.task.spark.remote, self.paths, self.task.spark.confs)
             from aml_databricks.delta import notebook as delta_notebook  # hook: Delta tables
 
             delta_notebook.install(self.spark, self.paths)
@@ -169,7 +162,7 @@ class TaskRunner:
 
     def _apply_mounts(self) -> None:
         if self.spark is not None:
-            from aml_databricks.compute import spark_session
+            from aml_databricks.compute.driver import spark_session
 
             spark_session.apply_mounts(self.spark, self.paths)
 
@@ -283,76 +276,8 @@ class TaskRunner:
         if os.path.isfile(path):  # a local file imports its sibling modules, as `python path` allows
             sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
         code = compile(source, path, "exec")
-        _register_source(path, source)
+        register_source(path, source)
         exec(code, self.namespace)
-
-# --- notebook helpers ----------------------------------------------------------------------------
-
-
-def compile_cell(cell: Cell, path: str) -> CodeType:
-    """Compile a cell so that its line numbers are the notebook file's lines."""
-    filename = cell_filename(path, cell)
-    padded = "\n" * (cell.first_line - 1) + cell.source + "\n"
-    _register_source(filename, padded)
-    return compile(padded, filename, "exec")
-
-
-def cell_filename(path: str, cell: Cell) -> str:
-    return f"<notebook {path}, cell {cell.number}>"
-
-
-def _register_source(filename: str, source: str) -> None:
-    # Tracebacks show the offending line: linecache keeps entries with mtime None.
-    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
-
-
-def split_sql(source: str) -> list[str]:
-    """Statements of a %sql cell, split at `;` outside quotes and comments."""
-    statements, current = [], []
-    quote: str | None = None
-    i = 0
-    while i < len(source):
-        char = source[i]
-        if quote:
-            current.append(char)
-            if char == "\\" and quote != "`" and i + 1 < len(source):
-                current.append(source[i + 1])
-                i += 1
-            elif char == quote:
-                quote = None
-        elif char in "'\"`":
-            quote = char
-            current.append(char)
-        elif source.startswith("--", i):
-            end = source.find("\n", i)
-            i = len(source) if end < 0 else end
-            continue
-        elif source.startswith("/*", i):
-            end = source.find("*/", i + 2)
-            i = len(source) if end < 0 else end + 2
-            continue
-        elif char == ";":
-            statements.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-        i += 1
-    statements.append("".join(current))
-    return [s.strip() for s in statements if s.strip()]
-
-
-def substitute_widgets(sql: str, lookup: Callable[[str], str | None]) -> str:
-    """`${name}` in a %sql cell is the widget's value (Databricks' legacy widget syntax in SQL).
-
-    Names that are not widgets are left for Spark's own `${...}` variable substitution.
-    """
-
-    def value(match: re.Match[str]) -> str:
-        found = lookup(match.group(1))
-        return match.group(0) if found is None else found
-
-    return _SQL_WIDGET.sub(value, sql)
-
 
 def display_html(html: str) -> None:
     print(html, flush=True)
@@ -402,19 +327,18 @@ def _truncate_utf8(text: str, limit: int) -> tuple[str, bool]:
 # --- entry point ---------------------------------------------------------------------------------
 
 
-def run_task(task: dict[str, Any], result: TaskResult, runner: TaskRunner) -> None:
+def run_task(task: DriverTask, result: TaskResult, runner: TaskRunner) -> None:
     """Run the task and record how it ended in `result`."""
     try:
         runner.prepare()
-        path = str(task.get("path") or "")
-        source = task.get("source")
+        path = task.path
+        source = task.source
         if source is None:  # a python_file given as a local path: read it here
             source = Path(path.removeprefix("file:")).read_text()
-        if task.get("kind") == "python":
-            parameters = task.get("parameters") or []
-            runner.run_python_file(source, path, [str(p) for p in parameters])
+        if task.kind == "python":
+            runner.run_python_file(source, path, task.argv)
         else:
-            notebook = notebooks.parse(source, task.get("language"), filename=path)
+            notebook = notebooks.parse(source, task.language, filename=path)
             runner.run_notebook(notebook, path)
         result.succeed()
     except NotebookExit as exit_:
@@ -438,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     redactor = Redactor()
     runner: TaskRunner | None = None
     try:
-        task = json.loads((run_dir / "task.json").read_text())
+        task = DriverTask.read(run_dir)
         runner = TaskRunner(task)
         redactor = runner.redactor
         for stream in (sys.stdout, sys.stderr):
@@ -450,21 +374,5 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         # The Spark session is not stopped here: the executor's lease releases it on the server once
         # the outcome is recorded, which keeps a 0.03-0.3 s RPC off every run's critical path.
-        _write_result(run_dir, result.as_json(redactor))
+        result.redacted(redactor).write(run_dir)
     return 0 if result.result_state == "SUCCESS" else 1
-
-
-def _write_result(run_dir: Path, result: dict[str, Any]) -> None:
-    partial = run_dir / "result.json.partial"
-    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        json.dump(result, handle)
-    os.replace(partial, run_dir / "result.json")  # the executor never reads a half-written file
-
-
-if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # Threads a notebook left running must not keep the run alive, as on Databricks.
-    os._exit(code)

@@ -1,4 +1,5 @@
-"""The pool's bookkeeping (leases, idle reaping, eviction, failures) with `sleep` standing in for the JVM."""
+"""The pool's bookkeeping (leases, idle reaping, eviction, failures) with `sleep` processes standing in for
+the JVMs, through the pool's `Launcher` seam."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from typing import Any
 
 import pytest
 
-from aml_databricks.compute import clusters
-from aml_databricks.compute.clusters import ClusterPool, ClusterStartError
+from aml_databricks.compute.host.jvm import Server
+from aml_databricks.compute.host.pool import ClusterPool, ClusterStartError
+
+pytestmark = pytest.mark.subprocess
 
 DEDICATED = {"spark_conf": {"spark.executor.memory": "600m"}}
 
@@ -33,38 +36,43 @@ class FakeControlClient:
         pass
 
 
-@pytest.fixture
-def fake_jvm(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+class SleepLauncher:
     """Servers are `sleep` processes; `fail` makes the next start fail."""
-    state: dict[str, Any] = {"fail": False, "started": 0}
 
-    def launch(self: ClusterPool, server: Any) -> None:
+    def __init__(self) -> None:
+        self.fail = False
+        self.started = 0
+
+    def start(self, server: Server) -> None:
         server.port = 1
         server.process = subprocess.Popen(["sleep", "600"], start_new_session=True)
-        state["started"] += 1
+        self.started += 1
 
-    def wait_ready(self: ClusterPool, server: Any) -> None:
-        if state["fail"]:
-            state["fail"] = False
+    def wait_ready(self, server: Server, closed: threading.Event) -> None:
+        if self.fail:
+            self.fail = False
             raise ClusterStartError("server did not come up")
 
-    monkeypatch.setattr(ClusterPool, "_launch", launch)
-    monkeypatch.setattr(ClusterPool, "_wait_ready", wait_ready)
-    monkeypatch.setattr(clusters, "_control_client", FakeControlClient)
-    FakeControlClient.calls = []
-    return state
+    def control_client(self, remote: str) -> FakeControlClient:
+        return FakeControlClient(remote)
 
 
 @pytest.fixture
-def pool(tmp_path: Path, fake_jvm: dict[str, Any]) -> Iterator[ClusterPool]:
-    made = ClusterPool(tmp_path, idle_timeout_s=600, max_servers=1)
+def fake_jvm() -> SleepLauncher:
+    FakeControlClient.calls = []
+    return SleepLauncher()
+
+
+@pytest.fixture
+def pool(tmp_path: Path, fake_jvm: SleepLauncher) -> Iterator[ClusterPool]:
+    made = ClusterPool(tmp_path, idle_timeout_s=600, max_servers=1, launcher=fake_jvm)
     yield made
     made.close()
 
 
-def test_leases_share_a_server_and_release_once(pool: ClusterPool, fake_jvm: dict[str, Any]) -> None:
+def test_leases_share_a_server_and_release_once(pool: ClusterPool, fake_jvm: SleepLauncher) -> None:
     first, second = pool.acquire({}, 1), pool.acquire({"num_workers": 3}, 2)
-    assert first.cluster_id == second.cluster_id == "local" and fake_jvm["started"] == 1
+    assert first.cluster_id == second.cluster_id == "local" and fake_jvm.started == 1
     assert first.session_id != second.session_id
     first.release()
     first.release()
@@ -74,8 +82,8 @@ def test_leases_share_a_server_and_release_once(pool: ClusterPool, fake_jvm: dic
     second.release()
 
 
-def test_an_idle_server_is_stopped_by_the_reaper(tmp_path: Path, fake_jvm: dict[str, Any]) -> None:
-    pool = ClusterPool(tmp_path, idle_timeout_s=0.3)
+def test_an_idle_server_is_stopped_by_the_reaper(tmp_path: Path, fake_jvm: SleepLauncher) -> None:
+    pool = ClusterPool(tmp_path, idle_timeout_s=0.3, launcher=fake_jvm)
     try:
         lease = pool.acquire({}, 1)
         [pid] = pool.server_pids()
@@ -86,17 +94,17 @@ def test_an_idle_server_is_stopped_by_the_reaper(tmp_path: Path, fake_jvm: dict[
         while pool.server_pids() and time.monotonic() < deadline:
             time.sleep(0.1)
         assert pool.server_pids() == []
-        assert pool.describe()[0]["state"] == "TERMINATED"
+        assert pool.snapshot()[0].state == "TERMINATED"
     finally:
         pool.close()
 
 
-def test_a_new_kind_of_server_evicts_an_idle_one(pool: ClusterPool, fake_jvm: dict[str, Any]) -> None:
+def test_a_new_kind_of_server_evicts_an_idle_one(pool: ClusterPool, fake_jvm: SleepLauncher) -> None:
     pool.acquire({}, 1).release()
     [shared] = pool.server_pids()
     dedicated = pool.acquire(DEDICATED, 2)
     assert dedicated.cluster_id.startswith("local-") and pool.server_pids() != [shared]
-    assert [row["cluster_id"] for row in pool.describe()] == ["local", dedicated.cluster_id]
+    assert [status.cluster_id for status in pool.snapshot()] == ["local", dedicated.cluster_id]
     dedicated.release()
 
 
@@ -114,23 +122,23 @@ def test_a_full_pool_waits_for_a_server_to_become_idle(pool: ClusterPool) -> Non
 
 
 def test_a_failed_start_is_an_error_and_the_next_acquire_tries_again(
-    pool: ClusterPool, fake_jvm: dict[str, Any]
+    pool: ClusterPool, fake_jvm: SleepLauncher
 ) -> None:
-    fake_jvm["fail"] = True
+    fake_jvm.fail = True
     with pytest.raises(ClusterStartError, match="did not come up"):
         pool.acquire({}, 1)
     assert pool.server_pids() == []
     pool.acquire({}, 2).release()
-    assert fake_jvm["started"] == 2
+    assert fake_jvm.started == 2
 
 
-def test_a_dead_server_is_started_again(pool: ClusterPool, fake_jvm: dict[str, Any]) -> None:
+def test_a_dead_server_is_started_again(pool: ClusterPool, fake_jvm: SleepLauncher) -> None:
     pool.acquire({}, 1).release()
     [pid] = pool.server_pids()
     subprocess.run(["kill", "-9", str(pid)], check=True)
     time.sleep(0.2)
     pool.acquire({}, 2).release()
-    assert pool.server_pids() != [pid] and fake_jvm["started"] == 2
+    assert pool.server_pids() != [pid] and fake_jvm.started == 2
 
 
 def test_existing_cluster_ids_must_be_known(pool: ClusterPool) -> None:
@@ -139,10 +147,10 @@ def test_existing_cluster_ids_must_be_known(pool: ClusterPool) -> None:
     pool.acquire({"existing_cluster_id": "local"}, 2).release()
 
 
-def test_bad_specs_are_refused_before_anything_starts(pool: ClusterPool, fake_jvm: dict[str, Any]) -> None:
+def test_bad_specs_are_refused_before_anything_starts(pool: ClusterPool, fake_jvm: SleepLauncher) -> None:
     with pytest.raises(ValueError, match="spark_version"):
         pool.acquire({"spark_version": "banana"}, 1)
-    assert fake_jvm["started"] == 0
+    assert fake_jvm.started == 0
 
 
 def test_close_stops_everything_and_refuses_new_leases(pool: ClusterPool) -> None:

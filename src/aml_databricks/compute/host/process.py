@@ -1,4 +1,4 @@
-"""`DriverExecutor`: each task run is a driver subprocess (`compute/driver.py`) in its own process group.
+"""`DriverExecutor`: each task run is a driver subprocess (`compute/driver/`) in its own process group.
 
 Start-up happens on a background thread — libraries, then Spark, then the subprocess — so `start`
 returns at once and `cancel` works in every phase: while a library installs or a Spark server
@@ -10,24 +10,23 @@ server), then SIGTERM to the process group, SIGKILL after a grace period.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
-import re
-import signal
 import subprocess
 import sys
 import threading
-import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
 from databricks.sdk.service.jobs import RunResultState, TerminationCodeCode
 
 from aml_databricks.compute.executor import SparkLease, SparkProvider, TaskLaunch, TaskOutcome
-from aml_databricks.compute.forkserver import DriverForkServer, ForkedDriver, Standby
-from aml_databricks.compute.redaction import SECRET_FD_ENV, LogPump
+from aml_databricks.compute.host import procs
+from aml_databricks.compute.host.forkserver import DriverForkServer, ForkedDriver, Standby
+from aml_databricks.compute.host.logpump import LogPump
+from aml_databricks.compute.host.standby import StandbySlot, session_of
+from aml_databricks.compute.protocol import SECRET_FD_ENV, DriverResult, DriverTask, SparkConnection
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +64,7 @@ class DriverExecutor:
 
     def start(self, launch: TaskLaunch, on_running: Callable[[], None]) -> DriverExecution:
         execution = DriverExecution(
-            launch, on_running, self._task_document(launch), self._spark, self._install_libraries, self._spawner(),
-            self._standbys,
+            launch, on_running, self._spark, self._install_libraries, self._spawner(), self._standbys
         )
         with self._lock:
             self._executions = {e for e in self._executions if not e.done} | {execution}
@@ -104,109 +102,6 @@ class DriverExecutor:
                     return None
             return self._fork_server
 
-    def _task_document(self, launch: TaskLaunch) -> dict[str, Any]:
-        """task.json without the `spark` and `python_path` entries, which start-up fills in."""
-        task = launch.task
-        fs = {
-            "dbfs_root": str(self._data_dir / "dbfs"),
-            "volumes_root": str(self._data_dir / "volumes"),
-            "mounts": {},
-            "storage": {},
-            **launch.fs,
-        }
-        document: dict[str, Any] = {
-            "run_id": launch.run_id,
-            "parent_run_id": launch.parent_run_id,
-            "task_key": launch.task_key,
-            "api": {"host": launch.api_host, "token": launch.run_token},
-            "fs": fs,
-            "cluster": _cluster_of(task),
-            "source": launch.notebook_source,
-        }
-        if "spark_python_task" in task:
-            python_task = task["spark_python_task"]
-            document.update(
-                kind="python",
-                path=python_task["python_file"],
-                language="PYTHON",
-                parameters=[str(p) for p in python_task.get("parameters") or []],
-            )
-        else:
-            notebook_task = task.get("notebook_task") or {}
-            document.update(
-                kind="notebook",
-                path=notebook_task.get("notebook_path", ""),
-                language=launch.notebook_language,
-                parameters={str(k): str(v) for k, v in (notebook_task.get("base_parameters") or {}).items()},
-            )
-        return document
-
-
-class StandbySlot:
-    """At most one standby driver (compute/forkserver.py): a forked driver with a warm session open on
-    the server the last Spark run used, waiting to become the next run's driver. Refilled after each
-    Spark run ends, not when one starts, so its warm-up never competes with a run for the CPU."""
-
-    def __init__(self, spawner: Callable[[], DriverForkServer | None]) -> None:
-        self._spawner = spawner
-        self._lock = threading.Lock()
-        self._standby: Standby | None = None
-        self._closed = False
-
-    def take(self) -> Standby | None:
-        """The standby if it is ready; one still warming up stays for a later run."""
-        with self._lock:
-            standby = self._standby
-            if standby is None or not (standby.ready or standby.driver.exited):
-                return None
-            self._standby = None
-        if standby.driver.exited:
-            standby.dismiss()
-            return None
-        return standby
-
-    def refill(self, remote: str) -> None:
-        """A new standby on a new session of `remote`'s server, forked in the background, unless one for
-        that server is already there (replacing it would only keep it from ever getting warm)."""
-        with self._lock:
-            if self._standby is not None and with_session(self._standby.remote, "") == with_session(remote, ""):
-                return
-        threading.Thread(target=self._refill, args=(remote,), name="standby-driver", daemon=True).start()
-
-    def _refill(self, remote: str) -> None:
-        fork_server = self._spawner()
-        if fork_server is None:
-            return
-        try:
-            standby = fork_server.spawn_standby(with_session(remote, str(uuid.uuid4())))
-        except (OSError, RuntimeError, ValueError) as error:
-            log.warning("no standby driver (%s): runs start their drivers from scratch", error)
-            return
-        with self._lock:
-            if self._closed:
-                old: Standby | None = standby
-            else:
-                old, self._standby = self._standby, standby
-        if old is not None:
-            old.dismiss()
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            standby, self._standby = self._standby, None
-        if standby is not None:
-            standby.dismiss()
-
-
-def with_session(remote: str, session_id: str) -> str:
-    """`sc://host:port/;session_id=...;...` with another session id."""
-    return re.sub(r"session_id=[^;]*", f"session_id={session_id}", remote)
-
-
-def session_of(remote: str) -> str | None:
-    match = re.search(r"session_id=([^;]*)", remote)
-    return match[1] if match else None
-
 
 class DriverExecution:
     """One task run's driver: its start-up thread, its process, its outcome."""
@@ -215,7 +110,6 @@ class DriverExecution:
         self,
         launch: TaskLaunch,
         on_running: Callable[[], None],
-        document: dict[str, Any],
         spark: SparkProvider | None,
         install_libraries: InstallLibraries | None,
         fork_server: DriverForkServer | None = None,
@@ -226,7 +120,6 @@ class DriverExecution:
         self._standby: Standby | None = None  # taken from `standbys` for this run, until handed the run
         self._launch = launch
         self._on_running = on_running
-        self._document = document
         self._spark = spark
         self._install_libraries = install_libraries
         self._run_dir = Path(launch.run_dir)
@@ -284,9 +177,7 @@ class DriverExecution:
             lease = self._acquire_spark()
             if self._spark is not None and lease is None:
                 return
-            self._document["python_path"] = [str(p) for p in python_path]
-            self._document["spark"] = self._spark_entry(lease)
-            self._write_task_json()
+            self._driver_task(lease, python_path).write(self._run_dir)
             process = self._start_driver()
             if process is None:
                 return
@@ -313,7 +204,7 @@ class DriverExecution:
 
     def _libraries(self) -> list[Path] | None:
         """Extra python_path entries; None when the run ended here (cancelled or failed)."""
-        libraries = self._launch.task.get("libraries") or []
+        libraries = self._launch.task.libraries
         if not libraries or self._install_libraries is None:
             return []
         try:
@@ -330,7 +221,7 @@ class DriverExecution:
         standby = self._standbys.take() if self._standbys is not None else None
         try:
             session_id = session_of(standby.remote) if standby is not None else None
-            lease = self._spark.acquire(_spark_cluster(self._launch.task), self._launch.run_id, session_id)
+            lease = self._spark.acquire(self._launch.task.cluster, self._launch.run_id, session_id)
         except Exception as error:
             if standby is not None:
                 standby.dismiss()
@@ -348,20 +239,31 @@ class DriverExecution:
         _quietly(lease.release)  # cancelled while the server was starting
         return None
 
-    def _spark_entry(self, lease: SparkLease | None) -> dict[str, Any] | None:
-        """task.json's `spark`: the session to connect to and the cluster's runtime confs for it."""
-        if lease is None:
-            return None
-        from aml_databricks.compute.clusters import session_confs
+    def _driver_task(self, lease: SparkLease | None, python_path: list[Path]) -> DriverTask:
+        """task.json: the task spec, this run's identity and token, and what start-up got it."""
+        launch, spec = self._launch, self._launch.task
+        spark = None
+        if lease is not None:
+            from aml_databricks.compute.host.cluster_specs import session_confs
 
-        return {"remote": lease.remote, "confs": session_confs(self._launch.task.get("new_cluster") or {})}
-
-    def _write_task_json(self) -> None:
-        path = self._run_dir / "task.json"
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.fchmod(descriptor, 0o600)  # also when the file already existed with wider permissions
-        with os.fdopen(descriptor, "w") as handle:
-            json.dump(self._document, handle)
+            spark = SparkConnection(lease.remote, session_confs(spec.new_cluster or {}))
+        return DriverTask(
+            run_id=launch.run_id,
+            parent_run_id=launch.parent_run_id,
+            task_key=spec.task_key,
+            kind=spec.kind,
+            path=spec.path,
+            source=spec.source,
+            language=spec.language,
+            widgets=spec.widgets,
+            argv=spec.argv,
+            fs=launch.fs,
+            api_host=launch.api_host,
+            api_token=launch.run_token,
+            cluster=spec.compute,
+            spark=spark,
+            python_path=[str(p) for p in python_path],
+        )
 
     def _start_driver(self) -> subprocess.Popen[bytes] | ForkedDriver | None:
         with self._lock:
@@ -420,21 +322,18 @@ class DriverExecution:
         env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
         env["PYSPARK_PYTHON"] = sys.executable  # UDF workers need this interpreter's packages
         env["PYTHONUNBUFFERED"] = "1"
-        cluster = self._launch.task.get("new_cluster") or {}
-        version = str(cluster.get("spark_version") or "")
-        if version[:1].isdigit():
-            # "15.4.x-scala2.12" -> "15.4": code tests this variable to know it runs on Databricks.
-            env["DATABRICKS_RUNTIME_VERSION"] = ".".join(version.split(".")[:2])
-        env.update({str(k): str(v) for k, v in (cluster.get("spark_env_vars") or {}).items()})
+        spec = self._launch.task
+        if spec.runtime_version is not None:
+            env["DATABRICKS_RUNTIME_VERSION"] = spec.runtime_version
+        env.update(spec.spark_env_vars)
         return env
 
     # --- outcome -----------------------------------------------------------------------------
 
     def _read_outcome(self) -> TaskOutcome:
         logs, logs_truncated = self._logs()
-        try:
-            result = json.loads((self._run_dir / "result.json").read_text())
-        except (OSError, ValueError):
+        result = DriverResult.read(self._run_dir)
+        if result is None:
             code = self._process.returncode if self._process is not None else None
             ended = f"The driver process ended{f' (exit code {code})' if code is not None else ''} without a result."
             tail = logs[-4000:].strip() if logs else ""
@@ -447,15 +346,14 @@ class DriverExecution:
                 logs=logs,
                 logs_truncated=logs_truncated,
             )
-        succeeded = result.get("result_state") == "SUCCESS"
         return TaskOutcome(
-            RunResultState.SUCCESS if succeeded else RunResultState.FAILED,
-            TerminationCodeCode.SUCCESS if succeeded else TerminationCodeCode.RUN_EXECUTION_ERROR,
-            "" if succeeded else _first_line(str(result.get("error") or "The task failed.")),
-            notebook_result=result.get("notebook_result"),
-            truncated=bool(result.get("truncated")),
-            error=result.get("error"),
-            error_trace=result.get("error_trace"),
+            RunResultState.SUCCESS if result.succeeded else RunResultState.FAILED,
+            TerminationCodeCode.SUCCESS if result.succeeded else TerminationCodeCode.RUN_EXECUTION_ERROR,
+            "" if result.succeeded else _first_line(result.error or "The task failed."),
+            notebook_result=result.notebook_result,
+            truncated=result.truncated,
+            error=result.error,
+            error_trace=result.error_trace,
             logs=logs,
             logs_truncated=logs_truncated,
         )
@@ -486,23 +384,6 @@ class DriverExecution:
             _quietly(lease.release)
 
 
-def _spark_cluster(task: Mapping[str, Any]) -> dict[str, Any]:
-    """What SparkProvider.acquire takes: the new_cluster spec, `{"existing_cluster_id": ...}`, or {} (default)."""
-    if task.get("new_cluster"):
-        return dict(task["new_cluster"])
-    if task.get("existing_cluster_id"):
-        return {"existing_cluster_id": task["existing_cluster_id"]}
-    return {}
-
-
-def _cluster_of(task: Mapping[str, Any]) -> dict[str, Any]:
-    """The task's compute, for `dbutils.notebook.run` children that run on the same cluster."""
-    for key in ("new_cluster", "existing_cluster_id", "job_cluster_key"):
-        if key in task:
-            return {key: task[key]}
-    return {}
-
-
 def _first_line(text: str, limit: int = 1000) -> str:
     """A state_message is one short line; the full error is in `error`."""
     line = text.strip().split("\n", 1)[0]
@@ -519,17 +400,7 @@ def _running(process: subprocess.Popen[bytes] | ForkedDriver) -> bool:
 
 def _end_process_group(process: subprocess.Popen[bytes] | ForkedDriver) -> None:
     """SIGTERM the driver's process group, SIGKILL it after a grace period; reap the driver."""
-    for sig, grace in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, 5.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        try:
-            process.wait(grace)
-        except subprocess.TimeoutExpired:
-            continue
-        # The driver is gone; children that ignored SIGTERM must not outlive it.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        return
+    procs.stop(process, KILL_GRACE_S, group=True, kill_wait_s=5.0)
 
 
 def _quietly(call: Callable[[], object]) -> None:

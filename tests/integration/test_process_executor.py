@@ -15,7 +15,11 @@ import pytest
 from databricks.sdk.service.jobs import RunResultState, TerminationCodeCode
 
 from aml_databricks.compute.executor import TaskLaunch, TaskOutcome
-from aml_databricks.compute.process import DriverExecution, DriverExecutor
+from aml_databricks.compute.host.process import DriverExecution, DriverExecutor
+from aml_databricks.compute.protocol import FileSystem
+from aml_databricks.workspace.launch import task_spec
+
+pytestmark = pytest.mark.subprocess
 
 HEADER = "# Databricks notebook source\n"
 SEPARATOR = "\n\n# COMMAND ----------\n\n"
@@ -48,13 +52,12 @@ def launch(
     return TaskLaunch(
         run_id=run_id,
         parent_run_id=100,
-        task_key="main",
-        task=task or {"task_key": "main", "notebook_task": {"notebook_path": "/Users/me/nb"}},
+        task=task_spec({"task_key": "main", **(task or {"notebook_task": {"notebook_path": "/Users/me/nb"}})},
+                       source, "PYTHON"),
         run_dir=tmp_path / "runs" / str(run_id),
         api_host="",  # no API: these tests need none
         run_token="run-token",
-        notebook_source=source,
-        notebook_language="PYTHON",
+        fs=FileSystem.of_data_dir(tmp_path / "data"),
     )
 
 
@@ -322,16 +325,8 @@ def test_alive_helper_sees_this_process() -> None:
     assert _alive(os.getpid())
 
 
-def test_the_provider_is_asked_for_the_task_cluster() -> None:
-    from aml_databricks.compute.process import _spark_cluster
-
-    assert _spark_cluster({"new_cluster": {"num_workers": 2}}) == {"num_workers": 2}
-    assert _spark_cluster({"existing_cluster_id": "abc"}) == {"existing_cluster_id": "abc"}
-    assert _spark_cluster({"notebook_task": {}}) == {}
-
-
 def test_fork_server_takes_its_drivers_along_when_the_executor_goes(tmp_path: Path) -> None:
-    from aml_databricks.compute.forkserver import DriverForkServer
+    from aml_databricks.compute.host.forkserver import DriverForkServer
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -363,7 +358,7 @@ def test_fork_server_takes_its_drivers_along_when_the_executor_goes(tmp_path: Pa
 def test_a_forked_driver_can_be_waited_for_from_many_threads_at_once() -> None:
     # The run thread and a cancelling request thread wait on one driver together; whichever sees the
     # exit first must not pull the descriptor from under the other.
-    from aml_databricks.compute.forkserver import ForkedDriver
+    from aml_databricks.compute.host.forkserver import ForkedDriver
 
     errors: list[BaseException] = []
     for _ in range(50):
@@ -388,7 +383,7 @@ def test_a_forked_driver_can_be_waited_for_from_many_threads_at_once() -> None:
 
 
 def test_a_standby_session_id_is_swapped_into_a_remote_and_read_back() -> None:
-    from aml_databricks.compute.process import session_of, with_session
+    from aml_databricks.compute.host.standby import session_of, with_session
 
     remote = "sc://127.0.0.1:15002/;session_id=aaa;user_id=aml-databricks"
     swapped = with_session(remote, "bbb")

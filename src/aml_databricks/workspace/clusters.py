@@ -1,0 +1,42 @@
+"""The Clusters API view of the local cluster pool (`clusters/list`, `clusters/get`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aml_databricks.compute.host.cluster_specs import DEFAULT_CLUSTER_ID
+from aml_databricks.compute.host.pool import ClusterPool, ClusterStatus
+
+
+def describe(pool: ClusterPool) -> list[dict[str, Any]]:
+    """The permanent default cluster first, then the dedicated ones, as Clusters API objects."""
+    import pyspark
+
+    major_minor = ".".join(pyspark.__version__.split(".")[:2])
+    return [_row(status, pool.driver_memory, f"{major_minor}.x-scala2.13") for status in pool.snapshot()]
+
+
+def _row(status: ClusterStatus, driver_memory: str, spark_version: str) -> dict[str, Any]:
+    spec, default = status.spec, status.cluster_id == DEFAULT_CLUSTER_ID
+    row: dict[str, Any] = {
+        "cluster_id": status.cluster_id,
+        "cluster_name": "Local shared cluster" if default else status.cluster_id,
+        "state": status.state,
+        "state_message": "" if status.state != "TERMINATED" else "Starts on the next run that uses it",
+        "spark_version": spec.get("spark_version", spark_version),
+        "node_type_id": spec.get("node_type_id", "local"),
+        "driver_node_type_id": spec.get("driver_node_type_id", spec.get("node_type_id", "local")),
+        "num_workers": int(spec.get("num_workers") or 0),
+        "spark_conf": dict(spec.get("spark_conf") or {}),
+        "spark_env_vars": dict(spec.get("spark_env_vars") or {}),
+        "cluster_source": "UI" if default else "JOB",
+        "driver_memory": driver_memory,
+        "local_cores": status.local_cores,
+    }
+    if spec.get("autoscale"):
+        row["autoscale"] = dict(spec["autoscale"])
+    if status.start_time_ms:
+        row["start_time"] = status.start_time_ms
+        row["local_startup_s"] = {k: round(v, 3) for k, v in status.startup_s.items()}
+        row["local_pid"] = status.pid
+    return row
