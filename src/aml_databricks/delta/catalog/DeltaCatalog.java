@@ -104,8 +104,9 @@ public class DeltaCatalog extends DelegatingCatalogExtension {
             CatalogTable created = ((V1Table) super.loadTable(ident)).catalogTable();
             String location = resolve(created.location().toString());
             StructType schema = org.apache.spark.sql.connector.catalog.CatalogV2Util.v2ColumnsToStructType(columns);
-            writeFirstVersion(location, schema, partitionNames(partitions), properties);
-            return deltaTable(location, new HashMap<>());
+            StructType written = writeFirstVersion(location, schema, partitionNames(partitions), properties);
+            // The schema is known here: no Python round trip to read it back from the new log.
+            return deltaTable(location, new HashMap<>(), written);
         } catch (NoSuchTableException | IOException e) {
             throw new IllegalStateException("could not create the Delta table " + ident + ": " + e.getMessage(), e);
         }
@@ -156,11 +157,16 @@ public class DeltaCatalog extends DelegatingCatalogExtension {
     }
 
     private static Table deltaTable(String location, Map<String, String> options) {
+        return deltaTable(location, options, null);
+    }
+
+    /** The source's table at `location`; its schema read from the Delta log unless `known`. */
+    private static Table deltaTable(String location, Map<String, String> options, StructType known) {
         Map<String, String> all = new HashMap<>(options);
         all.put("path", location);
         PythonDataSourceV2 source = new PythonDataSourceV2();
         source.setShortName(DELTA);
-        StructType schema = source.inferSchema(new CaseInsensitiveStringMap(all));
+        StructType schema = known != null ? known : source.inferSchema(new CaseInsensitiveStringMap(all));
         return new WithOptions((SupportsRead) source.getTable(schema, new Transform[0], all), all);
     }
 
@@ -246,13 +252,16 @@ public class DeltaCatalog extends DelegatingCatalogExtension {
         return names;
     }
 
-    /** Version 0 of a new, empty Delta table, unless a Delta log is already there (CREATE TABLE ... LOCATION). */
-    private static void writeFirstVersion(String location, StructType schema, List<String> partitionColumns,
-                                          Map<String, String> properties) throws IOException {
+    /**
+     * Version 0 of a new, empty Delta table, unless a Delta log is already there (CREATE TABLE ... LOCATION).
+     * Returns the schema written, or null when the table already existed.
+     */
+    private static StructType writeFirstVersion(String location, StructType schema, List<String> partitionColumns,
+                                                Map<String, String> properties) throws IOException {
         Path log = new Path(location, "_delta_log");
         FileSystem fs = log.getFileSystem(hadoopConf());
         if (fs.exists(log) && fs.listStatus(log).length > 0) {
-            return;
+            return null;  // an existing table keeps its own schema: read it from its log
         }
         fs.mkdirs(log);
         StructType nullable = new StructType();
@@ -284,6 +293,7 @@ public class DeltaCatalog extends DelegatingCatalogExtension {
         try (OutputStream out = fs.create(first, false)) {
             out.write(commit.getBytes(StandardCharsets.UTF_8));
         }
+        return nullable;
     }
 
     private static String quote(String text) {
