@@ -24,10 +24,12 @@ from databricks.sdk.service.jobs import (
     RunLifeCycleState,
     RunOutput,
     RunResultState,
+    SparkPythonTask,
     SubmitTask,
     TaskDependency,
 )
 
+from aml_databricks.compute.host.cluster_specs import DEFAULT_CLUSTER_NAME, local_spark_version
 from aml_databricks.compute.host.pool import ClusterPool
 from aml_databricks.compute.host.process import DriverExecutor
 from aml_databricks.workspace import LocalWorkspace
@@ -343,3 +345,33 @@ def _wait_for(client: WorkspaceClient, run_id: int, state: RunLifeCycleState) ->
             return run
         assert time.monotonic() < deadline, f"run {run_id} stuck in {run.state.life_cycle_state}"
         time.sleep(0.1)
+
+
+USAGE_TAGS = '''
+import json
+
+from pyspark.sql import SparkSession
+
+spark = SparkSession.builder.getOrCreate()
+names = ["clusterId", "clusterName", "clusterLogDeliveryEnabled", "clusterLogDestination", "sparkVersion"]
+tags = {n: spark.conf.get("spark.databricks.clusterUsageTags." + n) for n in names}
+with open("/dbfs/usage_tags.txt", "w") as f:  # a Python file task sees /dbfs too
+    json.dump(tags, f)
+'''
+
+
+@pytest.mark.spark
+def test_a_python_file_reads_the_cluster_usage_tags(
+    spark_client: WorkspaceClient, spark_workspace: LocalWorkspace, tmp_path: Path
+) -> None:
+    script = tmp_path / "tags.py"
+    script.write_text(USAGE_TAGS)
+    run = spark_client.jobs.submit(run_name="tags", tasks=[SubmitTask(
+        task_key="main", existing_cluster_id="local",
+        spark_python_task=SparkPythonTask(python_file=str(script)))]).result(timeout=WAIT)
+
+    output = spark_client.jobs.get_run_output(run.tasks[0].run_id)
+    assert output.error is None, output.error_trace
+    tags = json.loads((spark_workspace.data_dir / "dbfs" / "usage_tags.txt").read_text())
+    assert tags == {"clusterId": "local", "clusterName": DEFAULT_CLUSTER_NAME, "clusterLogDeliveryEnabled": "false",
+                    "clusterLogDestination": "", "sparkVersion": local_spark_version()}

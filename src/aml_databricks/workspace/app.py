@@ -322,11 +322,15 @@ def api_table(services: Services) -> dict[tuple[str, str], Endpoint]:
     for version in JOB_VERSIONS:
         base = f"/api/{version}/jobs"
         route(f"{base}/runs/submit", lambda c: jobs.submit(c.params), "POST")
-        route(f"{base}/runs/get", lambda c: Response(jobs.get_run_json(c["run_id"], c.version),
-                                                     media_type="application/json"))
+        route(f"{base}/runs/get", lambda c: Response(
+            jobs.get_run_json(c["run_id"], c.version, _flag(c["include_history"])), media_type="application/json"))
         route(f"{base}/runs/get-output", lambda c: jobs.get_output(c["run_id"], c.version))
         route(f"{base}/runs/cancel", lambda c: jobs.cancel(c["run_id"]), "POST")
         route(f"{base}/runs/delete", lambda c: jobs.delete_run(c["run_id"]), "POST")
+        route(f"{base}/runs/cancel-all", lambda c: jobs.cancel_all(c.params), "POST")
+        route(f"{base}/runs/repair", lambda c: jobs.repair_run(c.params), "POST")
+        route(f"{base}/reset", lambda c: jobs.reset_job(c.params), "POST")
+        route(f"{base}/update", lambda c: jobs.update_job(c.params), "POST")
         route(f"{base}/runs/list", lambda c: jobs.list_runs(c.params))
         route(f"{base}/create", lambda c: jobs.create_job(c.params), "POST")
         route(f"{base}/get", lambda c: jobs.get_job(c["job_id"]))

@@ -4,23 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from aml_databricks.compute.host.cluster_specs import DEFAULT_CLUSTER_ID
+from aml_databricks.compute.host.cluster_specs import DEFAULT_CLUSTER_ID, cluster_name, local_spark_version
 from aml_databricks.compute.host.pool import ClusterPool, ClusterStatus
 
 
 def describe(pool: ClusterPool) -> list[dict[str, Any]]:
     """The permanent default cluster first, then the dedicated ones, as Clusters API objects."""
-    import pyspark
-
-    major_minor = ".".join(pyspark.__version__.split(".")[:2])
-    return [_row(status, pool.driver_memory, f"{major_minor}.x-scala2.13") for status in pool.snapshot()]
+    version = local_spark_version()
+    return [_row(status, pool.driver_memory, version) for status in pool.snapshot()]
 
 
 def _row(status: ClusterStatus, driver_memory: str, spark_version: str) -> dict[str, Any]:
     spec, default = status.spec, status.cluster_id == DEFAULT_CLUSTER_ID
     row: dict[str, Any] = {
         "cluster_id": status.cluster_id,
-        "cluster_name": "Local shared cluster" if default else status.cluster_id,
+        "cluster_name": cluster_name(status.cluster_id),
         "state": status.state,
         "state_message": "" if status.state != "TERMINATED" else "Starts on the next run that uses it",
         "spark_version": spec.get("spark_version", spark_version),

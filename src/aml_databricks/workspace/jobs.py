@@ -10,11 +10,19 @@ from typing import Any
 
 from databricks.sdk.service.jobs import RunType
 
-from aml_databricks.workspace import lifecycle
+from aml_databricks.workspace import lifecycle, repair
 from aml_databricks.workspace.errors import InvalidParameterValue, InvalidState, JobNotFound, RunNotFound
-from aml_databricks.workspace.models import MAX_INT64, RunNow, parse
+from aml_databricks.workspace.models import (
+    MAX_INT64,
+    CancelAllRuns,
+    JobReset,
+    JobUpdate,
+    RepairRun,
+    RunNow,
+    parse,
+)
 from aml_databricks.workspace.payload import coerce_scalars, normalize_run
-from aml_databricks.workspace.runs import Run, TaskRun
+from aml_databricks.workspace.runs import Run, TaskRun, latest_attempts
 from aml_databricks.workspace.scheduler import Scheduler
 from aml_databricks.workspace.store import Store
 from aml_databricks.workspace.wire import encode_json
@@ -26,6 +34,8 @@ MULTI_TASK_OUTPUT = (
 LEGACY_TASK_FIELDS = ("notebook_task", "spark_python_task")
 RENDER_CACHE_SIZE = 4096
 RUN_TYPES = tuple(t.value for t in RunType)
+# jobs/update merges these arrays entry by entry, by their key field; other fields are replaced whole.
+KEYED_ARRAYS = {"tasks": "task_key", "job_clusters": "job_cluster_key", "environments": "environment_key"}
 
 
 def _int(value: Any, name: str) -> int:
@@ -63,7 +73,7 @@ class Jobs:
         # run id -> (life_cycle_state shown instead, until monotonic time): lets client authors see how
         # their code copes with a state it has never met.
         self._shown_states: dict[int, tuple[str, float]] = {}
-        self._rendered: OrderedDict[tuple[Any, str], tuple[int, bytes]] = OrderedDict()
+        self._rendered: OrderedDict[tuple[Any, str, bool], tuple[int, bytes]] = OrderedDict()
         self._lock = threading.Lock()
 
     # -- runs -----------------------------------------------------------------------------
@@ -72,29 +82,32 @@ class Jobs:
         run_id, _ = self.scheduler.submit(normalize_run(body))
         return {"run_id": run_id}
 
-    def get_run_json(self, run_id: Any, version: str) -> bytes:
+    def get_run_json(self, run_id: Any, version: str, include_history: bool = False) -> bytes:
         """runs/get as response bytes, reused while neither the run nor its task runs change: polling
         clients (20 of them, every second) are the hottest path of the server."""
         number = _int(run_id, "run_id") if run_id not in (None, "") else run_id
-        key = (number, version)
+        key = (number, version, include_history)
         stamp = self.store.run_stamp(number) if isinstance(number, int) else -1
         with self._lock:
             cached = self._rendered.get(key)
             if cached is not None and cached[0] == stamp and not self._shown_states:
                 self._rendered.move_to_end(key)
                 return cached[1]
-        body = encode_json(self.get_run(run_id, version))
+        body = encode_json(self.get_run(run_id, version, include_history))
         with self._lock:
             self._rendered[key] = (stamp, body)
             if len(self._rendered) > RENDER_CACHE_SIZE:
                 self._rendered.popitem(last=False)
         return body
 
-    def get_run(self, run_id: Any, version: str) -> dict[str, Any]:
+    def get_run(self, run_id: Any, version: str, include_history: bool = False) -> dict[str, Any]:
         record = self._load(run_id)
         if isinstance(record, TaskRun):  # a task run asked for as a run: show it as one
             return self._shown(self._task_as_run(record))
-        doc = self._render_run(record, self.store.task_runs(record.run_id))
+        attempts = self.store.task_runs(record.run_id)
+        doc = self._render_run(record, attempts)
+        if include_history:
+            doc["repair_history"] = record.render_history([t.run_id for t in attempts])
         if version == "2.0" and record.format == "SINGLE_TASK":
             self._add_legacy_fields(doc)
         return self._shown(doc)
@@ -104,7 +117,7 @@ class Jobs:
         if isinstance(record, Run):
             if version != "2.0" or record.format != "SINGLE_TASK":
                 raise InvalidParameterValue(MULTI_TASK_OUTPUT)
-            (only,) = self.store.task_runs(record.run_id)
+            (only,) = latest_attempts(self.store.task_runs(record.run_id))
             metadata = self.get_run(record.run_id, version)
             return {**self.store.get_output(only.run_id), "metadata": metadata}
         return {**self.store.get_output(record.run_id), "metadata": self._task_as_run(record)}
@@ -113,6 +126,38 @@ class Jobs:
         record = self._load(run_id)
         self.scheduler.cancel(record.run_id)
         return {}
+
+    def cancel_all(self, body: dict[str, Any]) -> dict[str, Any]:
+        """runs/cancel-all: every active run of a job, or (all_queued_runs, no job) every queued run."""
+        request = parse(CancelAllRuns, coerce_scalars(body))
+        if request.job_id is None and not request.all_queued_runs:
+            raise InvalidParameterValue("Set job_id, or all_queued_runs to cancel the queued runs of every job.")
+        if request.job_id is not None and self.store.get_job(request.job_id) is None:
+            raise JobNotFound(request.job_id)
+        active = self.store.list_runs(job_id=request.job_id, active_only=True, completed_only=False, offset=0,
+                                      limit=10**6, terminal_states=lifecycle.TERMINAL_NAMES)
+        for run in active:
+            if request.job_id is not None or run.progress.life_cycle == lifecycle.L.QUEUED:
+                self.scheduler.cancel(run.run_id)
+        return {}
+
+    def repair_run(self, body: dict[str, Any]) -> dict[str, Any]:
+        """runs/repair: re-run some tasks of an ended run inside it (repair.py)."""
+        body = coerce_scalars(body)
+        request = parse(RepairRun, body)
+        record = self._load(request.run_id)
+        if isinstance(record, TaskRun):
+            raise InvalidParameterValue("Repair the run, not one of its task runs.")
+        if self.scheduler.is_live(record.run_id):
+            raise InvalidState(f"Run {record.run_id} is still active: it can be repaired once it has ended.")
+        repair.check_latest_repair_id(record, request.latest_repair_id)
+        attempts = latest_attempts(self.store.task_runs(record.run_id))
+        keys = repair.tasks_to_rerun(attempts, rerun_tasks=request.rerun_tasks,
+                                     all_failed=bool(request.rerun_all_failed_tasks),
+                                     dependents=bool(request.rerun_dependent_tasks))
+        chosen = {t.task_key: copy.deepcopy(t.settings) for t in attempts if t.task_key in keys}
+        _apply_overrides(list(chosen.values()), body)
+        return {"repair_id": self.scheduler.repair(record, attempts, chosen)}
 
     def delete_run(self, run_id: Any) -> dict[str, Any]:
         record = self._load(run_id)
@@ -175,6 +220,28 @@ class Jobs:
             body["next_page_token"] = str(offset + limit)
         return body
 
+    def reset_job(self, body: dict[str, Any]) -> dict[str, Any]:
+        """jobs/reset: the job's settings replaced by new_settings, whole."""
+        request = parse(JobReset, coerce_scalars(body))
+        self._replace_job(request.job_id, request.new_settings)
+        return {}
+
+    def update_job(self, body: dict[str, Any]) -> dict[str, Any]:
+        """jobs/update: new_settings merged into the job's settings, fields_to_remove dropped."""
+        request = parse(JobUpdate, coerce_scalars(body))
+        found = self.store.get_job(request.job_id)
+        if found is None:
+            raise JobNotFound(request.job_id)
+        settings = _merged(found[0], request.new_settings or {}, request.fields_to_remove or [])
+        self._replace_job(request.job_id, settings)
+        return {}
+
+    def _replace_job(self, job_id: int, settings: dict[str, Any]) -> None:
+        settings = coerce_scalars(copy.deepcopy(settings))
+        normalize_run(settings)  # refuse now what could never run
+        if not self.store.replace_job(job_id, settings):
+            raise JobNotFound(job_id)
+
     def delete_job(self, job_id: Any) -> dict[str, Any]:
         if not self.store.delete_job(_int(job_id, "job_id")):
             raise JobNotFound(job_id)
@@ -187,7 +254,7 @@ class Jobs:
         if found is None:
             raise JobNotFound(job_id)
         settings = copy.deepcopy(found[0])
-        _apply_overrides(settings, body)
+        _apply_overrides(settings.get("tasks") or [settings], body)
         if body.get("idempotency_token"):
             settings["idempotency_token"] = body["idempotency_token"]
         spec = normalize_run(settings)
@@ -262,7 +329,7 @@ class Jobs:
     @staticmethod
     def _add_legacy_fields(doc: dict[str, Any]) -> None:
         """API 2.0's single-task shape: `task`, `cluster_spec` and `cluster_instance` at the top."""
-        (only,) = doc["tasks"]
+        only = doc["tasks"][-1]  # the latest attempt, once the run has been repaired
         doc["task"] = {k: only[k] for k in LEGACY_TASK_FIELDS if k in only}
         doc["cluster_spec"] = {k: only[k] for k in ("existing_cluster_id", "new_cluster", "libraries")
                                if k in only}
@@ -271,9 +338,40 @@ class Jobs:
             doc.setdefault(name, only.get(name, 0))
 
 
-def _apply_overrides(settings: dict[str, Any], body: dict[str, Any]) -> None:
-    """run-now's notebook_params / python_params / job_parameters onto a copy of the job's tasks."""
-    tasks = settings.get("tasks") or [settings]
+def _merged(settings: dict[str, Any], new: dict[str, Any], remove: list[str]) -> dict[str, Any]:
+    """jobs/update as Databricks documents it: top-level fields of `new` replace the job's, except the
+    keyed arrays, whose entries replace the job's entries of the same key and add the others; each
+    `fields_to_remove` entry is a top-level field or `tasks/<task_key>`, `job_clusters/<key>`."""
+    merged = copy.deepcopy(settings)
+    for name, value in new.items():
+        key_field = KEYED_ARRAYS.get(name)
+        if key_field is None or not isinstance(value, list) or not isinstance(merged.get(name), list):
+            merged[name] = copy.deepcopy(value)
+            continue
+        entries = {entry.get(key_field): entry for entry in merged[name] if isinstance(entry, dict)}
+        for entry in value:
+            if not isinstance(entry, dict) or not entry.get(key_field):
+                raise InvalidParameterValue(f"Each entry of new_settings.{name} needs a {key_field}.")
+            entries[entry[key_field]] = copy.deepcopy(entry)
+        merged[name] = list(entries.values())
+    for field in remove:
+        name, _, key = field.partition("/")
+        if key and name in KEYED_ARRAYS:
+            before = merged.get(name) or []
+            kept = [e for e in before if e.get(KEYED_ARRAYS[name]) != key]
+            if len(kept) == len(before):
+                raise InvalidParameterValue(f"fields_to_remove: {field} is not in the job's settings.")
+            merged[name] = kept
+        elif key:
+            raise InvalidParameterValue(f"fields_to_remove: nested field {field} can't be removed; only "
+                                        f"top-level fields and entries of {', '.join(KEYED_ARRAYS)}.")
+        else:
+            merged.pop(name, None)
+    return merged
+
+
+def _apply_overrides(tasks: list[dict[str, Any]], body: dict[str, Any]) -> None:
+    """run-now's (and repair's) notebook_params / python_params / job_parameters onto copies of tasks."""
     for task in tasks:
         if body.get("notebook_params") and "notebook_task" in task:
             task["notebook_task"].setdefault("base_parameters", {}).update(body["notebook_params"])

@@ -117,6 +117,38 @@ class RunNow(_Model):
     job_parameters: Params | None = None
 
 
+class JobReset(_Model):
+    """jobs/reset: the job's settings replaced whole."""
+
+    job_id: Id
+    new_settings: dict[str, Any]
+
+
+class JobUpdate(_Model):
+    """jobs/update: top-level fields replaced, `tasks`/`job_clusters`/`environments` merged by key,
+    `fields_to_remove` (top-level names, or `tasks/<key>`, `job_clusters/<key>`) dropped."""
+
+    job_id: Id
+    new_settings: dict[str, Any] | None = None
+    fields_to_remove: list[str] | None = None
+
+
+class CancelAllRuns(_Model):
+    job_id: Id | None = None
+    all_queued_runs: bool | None = None
+
+
+class RepairRun(_Model):
+    run_id: Id
+    rerun_tasks: list[Annotated[str, Field(min_length=1, max_length=MAX_TASK_KEY)]] | None = None
+    rerun_all_failed_tasks: bool | None = None
+    rerun_dependent_tasks: bool | None = None
+    latest_repair_id: Id | None = None
+    notebook_params: Params | None = None
+    python_params: list[Scalar] | None = None
+    job_parameters: Params | None = None
+
+
 class WorkspaceImport(_Model):
     path: str
     format: str | None = None

@@ -32,9 +32,10 @@ UNSUPPORTED_NONEMPTY_FIELDS = ("email_notifications", "webhook_notifications")
 NUMERIC_FIELDS = frozenset({
     "num_workers", "min_workers", "max_workers", "timeout_seconds", "max_retries",
     "min_retry_interval_millis", "job_id", "run_id", "max_concurrent_runs", "first_on_demand",
-    "limit", "offset",
+    "limit", "offset", "latest_repair_id",
 })
-BOOLEAN_FIELDS = frozenset({"retry_on_timeout", "disabled", "enabled", "full_refresh", "overwrite"})
+BOOLEAN_FIELDS = frozenset({"retry_on_timeout", "disabled", "enabled", "full_refresh", "overwrite",
+                            "all_queued_runs", "rerun_all_failed_tasks", "rerun_dependent_tasks"})
 TRUE_WORDS = {"true": True, "false": False}
 MAX_TASKS = 100
 

@@ -121,6 +121,32 @@ class TaskRun:
 
 
 @dataclass
+class Repair:
+    """One entry of a run's repair history: the original attempt, or a repair of some of its tasks."""
+
+    id: int
+    kind: str  # ORIGINAL | REPAIR, the SDK's RepairHistoryItemType
+    task_run_ids: list[int]
+    progress: Progress = field(default_factory=Progress)
+    start_time: int = 0
+    end_time: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "task_run_ids": self.task_run_ids,
+                "progress": self.progress.to_json(), "start_time": self.start_time, "end_time": self.end_time}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Repair:
+        return cls(data["id"], data["kind"], list(data["task_run_ids"]), Progress.from_json(data["progress"]),
+                   data.get("start_time", 0), data.get("end_time", 0))
+
+    def render(self) -> dict[str, Any]:
+        state, status = self.progress.render()
+        return {"type": self.kind, "id": self.id, "start_time": self.start_time, "end_time": self.end_time,
+                "state": state, "status": status, "task_run_ids": self.task_run_ids}
+
+
+@dataclass
 class Run:
     """A run: one submit or run-now, and the task runs it is made of."""
 
@@ -135,18 +161,24 @@ class Run:
     timeout_seconds: int = 0
     trigger: str = "ONE_TIME"
     attempt_number: int = 0
+    repairs: list[Repair] = field(default_factory=list)  # empty until the first repair, then ORIGINAL first
+
+    @property
+    def latest_repair_id(self) -> int | None:
+        return self.repairs[-1].id if len(self.repairs) > 1 else None
 
     def to_json(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "run_name": self.run_name, "run_type": self.run_type, "format": self.format,
                 "creator": self.creator, "progress": self.progress.to_json(), "timing": self.timing.to_json(),
                 "job_id": self.job_id, "timeout_seconds": self.timeout_seconds, "trigger": self.trigger,
-                "attempt_number": self.attempt_number}
+                "attempt_number": self.attempt_number, "repairs": [r.to_json() for r in self.repairs]}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Run:
         return cls(data["run_id"], data["run_name"], data["run_type"], data["format"], data["creator"],
                    Progress.from_json(data["progress"]), Timing.from_json(data["timing"]), data.get("job_id"),
-                   data.get("timeout_seconds", 0), data.get("trigger", "ONE_TIME"), data.get("attempt_number", 0))
+                   data.get("timeout_seconds", 0), data.get("trigger", "ONE_TIME"), data.get("attempt_number", 0),
+                   [Repair.from_json(r) for r in data.get("repairs", [])])
 
     def render(self, host: str) -> dict[str, Any]:
         """The Run document of runs/get and runs/list, without its tasks."""
@@ -162,6 +194,25 @@ class Run:
         if self.timeout_seconds:
             doc["timeout_seconds"] = self.timeout_seconds
         return doc
+
+    def render_history(self, task_run_ids: list[int]) -> list[dict[str, Any]]:
+        """`repair_history` (runs/get?include_history=true): the original attempt, then each repair.
+        A run never repaired has its original attempt alone, which is the run itself."""
+        if self.repairs:
+            return [r.render() for r in self.repairs]
+        return [Repair(self.run_id, "ORIGINAL", task_run_ids, self.progress, self.timing.start_time,
+                       self.timing.end_time).render()]
+
+
+def latest_attempts(task_runs: list[TaskRun]) -> list[TaskRun]:
+    """Each task's latest attempt, in the order the tasks were first run: what a repaired run's result
+    is worked out from. (runs/get lists every attempt in `tasks`, as Databricks does: clients such as
+    Airflow's sort them by start time to find the latest.)"""
+    latest: dict[str, TaskRun] = {}
+    for task in task_runs:
+        if task.task_key not in latest or task.run_id > latest[task.task_key].run_id:
+            latest[task.task_key] = task
+    return list(latest.values())
 
 
 def page_url(host: str, run_id: int) -> str:

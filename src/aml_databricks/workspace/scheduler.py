@@ -6,7 +6,9 @@ handlers only read what these threads persist. The scheduler changes typed recor
 and persists them; the API renders them on read. Its parts live beside it: the lifecycle rules
 (lifecycle.py), a run's state from its tasks' (aggregate.py), what only a run in flight has
 (flight.py), run tokens (tokens.py), concurrency slots (slots.py), time and timeouts (clock.py),
-and ending what a crashed server left in flight (recovery.py).
+ending what a crashed server left in flight (recovery.py), and what a repair re-runs (repair.py).
+A little over 400 lines: what is left here is the one state machine of a run in flight, whose
+threads share its locks and flags, and splitting it would spread that locking over modules.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from databricks.sdk.service.jobs import RunIf, RunLifeCycleState, RunResultState
 
 from aml_databricks.compute.executor import Executor, TaskLaunch, TaskOutcome
 from aml_databricks.compute.protocol import FileSystem
-from aml_databricks.workspace import aggregate, lifecycle, recovery
+from aml_databricks.workspace import aggregate, lifecycle, recovery, repair
 from aml_databricks.workspace.clock import Clock, SystemClock, Timer
-from aml_databricks.workspace.errors import SourceNotFound
+from aml_databricks.workspace.errors import InvalidState, SourceNotFound
 from aml_databricks.workspace.flight import RunFlight, TaskFlight
 from aml_databricks.workspace.launch import task_spec
 from aml_databricks.workspace.recovery import RESTART_MESSAGE
@@ -103,11 +105,28 @@ class Scheduler:
         if skip_reason is not None:
             self._skip(run, skip_reason)
             return run.record.run_id, True
+        self._start(run)
+        return run.record.run_id, True
+
+    def repair(self, record: Run, attempts: list[TaskRun], rerun: dict[str, dict[str, Any]]) -> int:
+        """Run the `rerun` tasks of an ended run again, inside that run (repair.py); returns the repair id."""
+        with self._submit_lock:
+            if self.is_live(record.run_id):
+                raise InvalidState(f"Run {record.run_id} is still active: it can be repaired once it has ended.")
+            repair_id, flights = repair.start_repair(self.store, record, attempts, rerun, self.clock.now_ms())
+            run = RunFlight(record, {}, flights)
+            with self._lock:
+                self._runs[record.run_id] = run
+                for flight in flights.values():
+                    self._task_parent[flight.record.run_id] = record.run_id
+        self._start(run)
+        return repair_id
+
+    def _start(self, run: RunFlight) -> None:
         thread = threading.Thread(target=self._drive, args=(run,), name=f"run-{run.record.run_id}", daemon=True)
         self._threads = {i: t for i, t in self._threads.items() if t.is_alive()}
         self._threads[run.record.run_id] = thread
         thread.start()
-        return run.record.run_id, True
 
     def cancel(self, run_id: int) -> bool:
         """Ask a run (or the run a task run belongs to) to stop; False when it is not in flight."""
@@ -184,7 +203,8 @@ class Scheduler:
                 timer = self.clock.call_later(timeout, lambda: self._stop(
                     run, R.TIMEDOUT, f"Run timed out after {timeout} seconds."))
             workers = [threading.Thread(target=self._drive_task, args=(run, t), daemon=True,
-                                        name=f"task-{t.record.run_id}") for t in run.tasks.values()]
+                                        name=f"task-{t.record.run_id}") for t in run.tasks.values()
+                       if not t.done.is_set()]  # a repair leaves the tasks it does not re-run as they ended
             for worker in workers:
                 worker.start()
             for worker in workers:
@@ -398,4 +418,7 @@ class Scheduler:
                 record.timing.setup_duration = only.setup_duration
                 record.timing.execution_duration = only.execution_duration
                 record.timing.cleanup_duration = only.cleanup_duration
+            if record.repairs:  # the repair that just ended is the latest entry of the history
+                record.repairs[-1].progress = record.progress
+                record.repairs[-1].end_time = record.timing.end_time
             self.store.save_run(record)

@@ -300,6 +300,9 @@ class Store:
         row = self._one("SELECT settings, created_time FROM jobs WHERE job_id = ?", (job_id,))
         return None if row is None else (json.loads(row["settings"]), int(row["created_time"]))
 
+    def replace_job(self, job_id: int, settings: dict[str, Any]) -> bool:
+        return self._exec("UPDATE jobs SET settings = ? WHERE job_id = ?", (json.dumps(settings), job_id)).rowcount > 0
+
     def list_jobs(self, offset: int, limit: int) -> list[tuple[int, dict[str, Any], int]]:
         rows = self._all("SELECT job_id, settings, created_time FROM jobs ORDER BY job_id LIMIT ? OFFSET ?",
                          (limit, offset))

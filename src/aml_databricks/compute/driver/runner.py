@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aml_databricks import notebooks
-from aml_databricks.compute.driver import cells
+from aml_databricks.compute.driver import cells, fuse
 from aml_databricks.compute.driver.api import WorkspaceApi
 from aml_databricks.compute.driver.cells import (
     cell_filename,
@@ -122,6 +122,7 @@ class TaskRunner:
     # --- set-up ------------------------------------------------------------------------------
 
     def prepare(self) -> None:
+        fuse.install(self.paths.python_local)  # /dbfs and /Volumes for all code of the run, libraries too
         for entry in reversed(self.task.python_path):
             sys.path.insert(0, entry)
         if self.task.python_path:
@@ -146,19 +147,10 @@ class TaskRunner:
             "display": self.display,
             "displayHTML": display_html,
             "getArgument": self.dbutils.widgets.getArgument,
-            # `open("/dbfs/...")` in notebook code reads DBFS; libraries keep the real `open`.
-            "open": self._open,
         }
         if self.spark is not None:
             namespace.update(spark=self.spark, sql=self.spark.sql, table=self.spark.table)
         return namespace
-
-    def _open(self, file: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(file, str | os.PathLike) and not isinstance(file, bytes):
-            path = os.fspath(file)
-            if isinstance(path, str):
-                file = self.paths.python_local(path)
-        return builtins.open(file, *args, **kwargs)
 
     def _apply_mounts(self) -> None:
         if self.spark is not None:

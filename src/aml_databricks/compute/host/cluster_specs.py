@@ -168,6 +168,48 @@ def session_confs(cluster: Mapping[str, Any]) -> dict[str, str]:
     return result
 
 
+USAGE_TAGS = "spark.databricks.clusterUsageTags."
+DEFAULT_CLUSTER_NAME = "Local shared cluster"
+
+
+def local_spark_version() -> str:
+    """The runtime version a cluster reports when its spec names none: the local Spark's."""
+    import pyspark
+
+    major_minor = ".".join(pyspark.__version__.split(".")[:2])
+    return f"{major_minor}.x-scala2.13"
+
+
+def cluster_name(cluster_id: str) -> str:
+    return DEFAULT_CLUSTER_NAME if cluster_id == DEFAULT_CLUSTER_ID else cluster_id
+
+
+def usage_tag_confs(cluster: Mapping[str, Any]) -> dict[str, str]:
+    """The `spark.databricks.clusterUsageTags.*` confs a Databricks cluster sets in every session:
+    libraries read them with `spark.conf.get` (Dagster Pipes reads the log delivery ones)."""
+    cluster_id = cluster_id_for(cluster)
+    autoscale = cluster.get("autoscale")
+    workers = (autoscale or {}).get("max_workers") if isinstance(autoscale, Mapping) else cluster.get("num_workers")
+    node_type = str(cluster.get("node_type_id") or "local")
+    custom = {str(k): str(v) for k, v in (cluster.get("custom_tags") or {}).items()}
+    tags = {"ClusterId": cluster_id, "ClusterName": cluster_name(cluster_id), "Vendor": "Databricks",
+            "Creator": "local-user@localhost", **custom}
+    confs = {
+        "clusterId": cluster_id,
+        "clusterName": cluster_name(cluster_id),
+        "sparkVersion": str(cluster.get("spark_version") or local_spark_version()),
+        "clusterLogDeliveryEnabled": "false",  # no cluster_log_conf delivery here
+        "clusterLogDestination": "",
+        "clusterNodeType": node_type,
+        "driverNodeType": str(cluster.get("driver_node_type_id") or node_type),
+        "clusterWorkers": str(int(workers or 0)),
+        "clusterScalingType": "autoscaling" if autoscale else "fixed_size",
+        "clusterSource": "UI" if cluster_id == DEFAULT_CLUSTER_ID else "JOB",
+        "clusterAllTags": json.dumps([{"key": k, "value": v} for k, v in tags.items()]),
+    }
+    return {USAGE_TAGS + name: value for name, value in confs.items()}
+
+
 def local_cores(cluster: Mapping[str, Any]) -> int:
     """`num_workers` / `autoscale.max_workers` as local cores: 0 (single node) means all of them."""
     cpus = os.cpu_count() or 1

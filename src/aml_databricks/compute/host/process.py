@@ -244,9 +244,10 @@ class DriverExecution:
         launch, spec = self._launch, self._launch.task
         spark = None
         if lease is not None:
-            from aml_databricks.compute.host.cluster_specs import session_confs
+            from aml_databricks.compute.host.cluster_specs import session_confs, usage_tag_confs
 
-            spark = SparkConnection(lease.remote, session_confs(spec.new_cluster or {}))
+            confs = {**usage_tag_confs(spec.cluster), **session_confs(spec.new_cluster or {})}
+            spark = SparkConnection(lease.remote, confs)
         return DriverTask(
             run_id=launch.run_id,
             parent_run_id=launch.parent_run_id,
