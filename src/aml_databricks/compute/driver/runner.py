@@ -134,6 +134,9 @@ class TaskRunner:
             from aml_databricks.compute.driver import spark_session
 
             self.spark = spark_session.connect(self.task.spark.remote, self.paths, self.task.spark.confs)
+            from aml_databricks.delta import notebook as delta_notebook  # hook: Delta tables
+
+            delta_notebook.install(self.spark, self.paths)
         self.namespace = self._globals()
 
     def _globals(self) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from aml_databricks.compute.host import lifeline, procs
 from aml_databricks.compute.host.cluster_specs import DEFAULT_CLUSTER_ID
 from aml_databricks.compute.host.private import open_private, private_folder
 from aml_databricks.compute.protocol import dbfs_root
+from aml_databricks.delta.server import server_setup as delta_server_setup
 from aml_databricks.errors import AmlDatabricksError
 
 log = logging.getLogger(__name__)
@@ -215,10 +216,11 @@ class JvmLauncher:
         home = pyspark_home()
         server.port = _free_port()
         command = [str(home / "bin" / "spark-submit"), "--class", CONNECT_SERVER_CLASS]
-        for key, value in self.server_confs(server).items():
+        env = dict(os.environ)
+        confs = {**delta_server_setup(self.data_dir, env), **self.server_confs(server)}  # hook: Delta tables
+        for key, value in confs.items():
             command += ["--conf", f"{key}={value}"]
         command.append("spark-internal")
-        env = dict(os.environ)
         env.update(
             SPARK_HOME=str(home),
             # Python UDF workers are forked by the server: give them this interpreter, whose
