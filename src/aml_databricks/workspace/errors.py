@@ -71,6 +71,20 @@ class DirectoryNotEmpty(ApiError):
     error_code = "DIRECTORY_NOT_EMPTY"
 
 
+class NotFound(ApiError):
+    """The Files API's newer code for a missing file or folder (the older APIs say RESOURCE_DOES_NOT_EXIST)."""
+
+    status = 404
+    error_code = "NOT_FOUND"
+
+
+class AlreadyExists(ApiError):
+    """The Files API's newer code for an existing file or folder."""
+
+    status = 409
+    error_code = "ALREADY_EXISTS"
+
+
 class Unauthenticated(ApiError):
     status = 401
     error_code = "UNAUTHENTICATED"

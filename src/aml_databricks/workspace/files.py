@@ -23,22 +23,12 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
-from aml_databricks.workspace.errors import ApiError, DirectoryNotEmpty, InvalidParameterValue
+from aml_databricks.workspace.errors import AlreadyExists, ApiError, DirectoryNotEmpty, InvalidParameterValue, NotFound
 from aml_databricks.workspace.storage_paths import StoragePath, StoragePaths
 
 FILES_PREFIX = "/api/2.0/fs/files"
 DIRECTORIES_PREFIX = "/api/2.0/fs/directories"
 MAX_PAGE_SIZE = 1000
-
-
-class NotFound(ApiError):
-    status = 404
-    error_code = "NOT_FOUND"
-
-
-class AlreadyExists(ApiError):
-    status = 409
-    error_code = "ALREADY_EXISTS"
 
 
 def _headers(local: Path) -> dict[str, str]:
