@@ -32,9 +32,11 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from databricks.sdk.service.jobs import Run, RunLifeCycleState, RunLifecycleStateV2State
 
+from aml_databricks.run_states import TERMINAL_LIFE_CYCLE_STATES
+
 TICK_S = 1.0  # how often a live line on a TTY is redrawn between polls
 # The SDK documents these three as terminal; every other state, known or not, means "keep waiting".
-TERMINAL_STATES = frozenset({RunLifeCycleState.TERMINATED, RunLifeCycleState.SKIPPED, RunLifeCycleState.INTERNAL_ERROR})
+TERMINAL_STATES = frozenset(RunLifeCycleState(name) for name in TERMINAL_LIFE_CYCLE_STATES)
 
 
 class Clock(Protocol):

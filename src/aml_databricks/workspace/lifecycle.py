@@ -23,10 +23,12 @@ from databricks.sdk.service.jobs import (
     TerminationTypeType,
 )
 
+from aml_databricks.run_states import TERMINAL_LIFE_CYCLE_STATES
+
 L = RunLifeCycleState
 R = RunResultState
 
-TERMINAL: frozenset[RunLifeCycleState] = frozenset({L.TERMINATED, L.SKIPPED, L.INTERNAL_ERROR})
+TERMINAL: frozenset[RunLifeCycleState] = frozenset(L(name) for name in TERMINAL_LIFE_CYCLE_STATES)
 TERMINAL_NAMES: tuple[str, ...] = tuple(sorted(s.value for s in TERMINAL))
 
 # Which lifecycle state may follow which. Cancel and failure can strike from any live state.

@@ -8,6 +8,7 @@ Airflow on 2.1/2.2), and Airflow's habit of sending every number as a string.
 from __future__ import annotations
 
 import copy
+import graphlib
 from typing import Any
 
 from aml_databricks.workspace.errors import InvalidParameterValue, NotSupportedLocally
@@ -176,19 +177,7 @@ def _check_graph(tasks: list[dict[str, Any]]) -> None:
         for name in upstream:
             if name not in deps:
                 raise InvalidParameterValue(f"Task {key} depends on {name}, which is not in this run.")
-    visiting: set[str] = set()
-    done: set[str] = set()
-
-    def visit(key: str) -> None:
-        if key in done:
-            return
-        if key in visiting:
-            raise InvalidParameterValue(f"The task graph has a cycle through {key}.")
-        visiting.add(key)
-        for name in deps[key]:
-            visit(name)
-        visiting.discard(key)
-        done.add(key)
-
-    for key in deps:
-        visit(key)
+    try:
+        tuple(graphlib.TopologicalSorter(deps).static_order())
+    except graphlib.CycleError as error:
+        raise InvalidParameterValue(f"The task graph has a cycle through {error.args[1][0]}.") from None

@@ -24,9 +24,9 @@ from typing import Any, NamedTuple
 from aml_databricks.compute.driver.api import ApiError, WorkspaceApi
 from aml_databricks.compute.driver.fs_utils import FsUtils
 from aml_databricks.compute.driver.run_context import Help, RunContext
+from aml_databricks.run_states import TERMINAL_LIFE_CYCLE_STATES
 
 NOTEBOOK_RESULT_LIMIT = 5 * 1024 * 1024  # bytes: Databricks keeps the first 5 MB of an exit value
-_TERMINAL_LIFE_CYCLE_STATES = frozenset({"TERMINATED", "SKIPPED", "INTERNAL_ERROR"})
 
 
 class InputWidgetNotDefined(Exception):
@@ -262,7 +262,7 @@ def _wait_for_run(api: WorkspaceApi, run_id: int, timeout_seconds: int) -> dict[
     delay = 0.1
     while True:
         run = api.get("/api/2.1/jobs/runs/get", {"run_id": run_id})
-        if run.get("state", {}).get("life_cycle_state") in _TERMINAL_LIFE_CYCLE_STATES:
+        if run.get("state", {}).get("life_cycle_state") in TERMINAL_LIFE_CYCLE_STATES:
             return run
         if deadline is not None and time.monotonic() > deadline + 5:
             # The workspace enforces the timeout itself; this only guards against it not answering.
