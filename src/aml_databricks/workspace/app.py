@@ -321,7 +321,7 @@ def api_table(services: Services) -> dict[tuple[str, str], Endpoint]:
     route("/api/2.0/local/admin/inject", admin_inject, "POST", who="user")
     for version in JOB_VERSIONS:
         base = f"/api/{version}/jobs"
-        route(f"{base}/runs/submit", lambda c: jobs.submit(c.params), "POST")
+        route(f"{base}/runs/submit", lambda c: jobs.submit(c.params, from_run=c.task is not None), "POST")
         route(f"{base}/runs/get", lambda c: Response(jobs.get_run_json(c["run_id"], c.version),
                                                      media_type="application/json"))
         route(f"{base}/runs/get-output", lambda c: jobs.get_output(c["run_id"], c.version))

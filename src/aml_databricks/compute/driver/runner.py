@@ -16,6 +16,7 @@ import base64
 import builtins
 import io
 import os
+import posixpath
 import shlex
 import subprocess
 import sys
@@ -93,8 +94,9 @@ class TaskResult:
 class TaskRunner:
     """Runs one task's code in one namespace."""
 
-    def __init__(self, task: DriverTask) -> None:
+    def __init__(self, task: DriverTask, files_dir: Path | None = None) -> None:
         self.task = task
+        self.files_dir = files_dir  # where the notebook's workspace files are copied (None: not copied)
         channel = SecretChannel.from_environment()
         self.redactor = Redactor(on_add=channel.report if channel is not None else None)
         self.api = WorkspaceApi(task.api_host, task.api_token) if task.api_host else None
@@ -134,6 +136,21 @@ class TaskRunner:
 
             self.spark = spark_session.connect(self.task.spark.remote, self.paths, self.task.spark.confs)
         self.namespace = self._globals()
+        if self.task.kind == "notebook":
+            self._enter_notebook_folder()
+
+    def _enter_notebook_folder(self) -> None:
+        """The notebook's folder (its workspace files copied here) is the cwd and first on sys.path."""
+        if self.api is None or self.files_dir is None or not self.task.path.startswith("/"):
+            return
+        from aml_databricks.compute.driver import workspace_files
+
+        folder = posixpath.dirname(self.task.path) or "/"
+        local = self.files_dir / folder.lstrip("/")
+        local.mkdir(parents=True, exist_ok=True)
+        workspace_files.copy_folder(self.api, folder, local)
+        os.chdir(local)
+        sys.path.insert(0, str(local))
 
     def _globals(self) -> dict[str, Any]:
         namespace: dict[str, Any] = {
@@ -354,13 +371,13 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m aml_databricks.compute.driver RUN_DIR", file=sys.stderr)
         return 2
-    run_dir = Path(argv[0])
+    run_dir = Path(argv[0]).absolute()  # the notebook runs from its own folder (workspace_files.py)
     result = TaskResult()
     redactor = Redactor()
     runner: TaskRunner | None = None
     try:
         task = DriverTask.read(run_dir)
-        runner = TaskRunner(task)
+        runner = TaskRunner(task, files_dir=run_dir / "workspace")
         redactor = runner.redactor
         for stream in (sys.stdout, sys.stderr):
             if isinstance(stream, io.TextIOWrapper):
