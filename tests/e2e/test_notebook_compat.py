@@ -12,7 +12,8 @@ import pytest
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.service.jobs import RunResultState
 
-from tests.e2e.test_notebook_features import run_one, task
+from aml_databricks.workspace import LocalWorkspace
+from tests.e2e.test_notebook_features import output_log, run_one, task
 from tests.fixtures_workspace import upload_notebook
 
 pytestmark = pytest.mark.server
@@ -66,3 +67,26 @@ def test_files_next_to_the_notebook_are_importable_and_readable(client: Workspac
 
     assert output.error is None, output.error_trace
     assert output.notebook_output.result == "42 2"
+
+
+def test_fs_magic_in_every_documented_form_and_help(client: WorkspaceClient, workspace: LocalWorkspace) -> None:
+    path = upload_notebook(
+        client, "/Shared/compat/fs_magic",
+        'dbutils.fs.put("dbfs:/compat_fs/a.txt", "first", True)'
+        + SEP + '# MAGIC %fs put -f /compat_fs/a.txt "replaced"'
+        + SEP + "# MAGIC %fs cp -r /compat_fs /compat_fs_copy"
+        + SEP + "# MAGIC %fs head /compat_fs_copy/a.txt 4"
+        + SEP + "# MAGIC %fs ls"
+        + SEP + "# MAGIC %fs help"
+        + SEP + "dbutils.help()"
+        + SEP + "dbutils.fs.help('cp')",
+    )
+    run = client.jobs.submit(run_name="fs", tasks=[task("main", path)]).result(timeout=WAIT)
+    output = client.jobs.get_run_output(run.tasks[0].run_id)
+    log = output_log(workspace, run.tasks[0].run_id)
+
+    assert output.error is None, output.error_trace
+    assert "repl\n" in log  # head with a byte count, of the copy made with -r, of the file -f replaced
+    assert "dbfs:/compat_fs_copy/" in log  # `%fs ls` alone lists the DBFS root
+    assert "mounts()" in log and "cp(from_: str, to: str, recurse: bool = False)" in log
+    assert "  fs: " in log and "  notebook: " in log  # dbutils.help() names its modules

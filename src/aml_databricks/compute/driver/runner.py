@@ -252,14 +252,28 @@ class TaskRunner:
             self._path_stack.pop()
 
     def run_fs_magic(self, source: str) -> None:
-        """`%fs ls /mnt/x`, `%fs rm -r dbfs:/scratch`: a dbutils.fs call, its result displayed."""
+        """`%fs ls`, `%fs rm -r dbfs:/scratch`, `%fs put -f /x "text"`: a dbutils.fs call, its result displayed.
+
+        As on Databricks, `%fs ls` alone lists `/`, `%fs` alone (or `%fs help`) prints dbutils.fs.help()."""
         words = shlex.split(source)
+        if not words or words[0] == "help":
+            self.dbutils.fs.help(*words[1:2])
+            return
+        name = words[0]
         flags = {w for w in words[1:] if w.startswith("-")}
-        arguments = [w for w in words[1:] if not w.startswith("-")]
-        command = getattr(self.dbutils.fs, words[0], None) if words else None
-        if command is None or words[0].startswith("_"):
-            raise CellError(f"unknown %fs command: {source.strip()}")
-        kwargs = {"recurse": True} if flags & {"-r", "--recurse"} else {}
+        arguments: list[Any] = [w for w in words[1:] if not w.startswith("-")]
+        command = getattr(self.dbutils.fs, name, None)
+        if command is None or name.startswith("_"):
+            raise CellError(f"unknown %fs command: {source.strip()} (see %fs help)")
+        kwargs: dict[str, Any] = {}
+        if flags & {"-r", "--recurse", "--recurse=true"}:
+            kwargs["recurse"] = True
+        if flags & {"-f", "--overwrite", "--overwrite=true"}:
+            kwargs["overwrite"] = True
+        if name == "ls" and not arguments:
+            arguments = ["/"]
+        if name == "head" and len(arguments) > 1:
+            arguments[1] = int(arguments[1])
         self.display(command(*arguments, **kwargs))
 
     # --- output ------------------------------------------------------------------------------
