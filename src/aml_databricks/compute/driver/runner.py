@@ -17,6 +17,7 @@ import builtins
 import io
 import os
 import posixpath
+import re
 import shlex
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aml_databricks import notebooks
-from aml_databricks.compute.driver import cells
+from aml_databricks.compute.driver import cells, error_text
 from aml_databricks.compute.driver.api import WorkspaceApi
 from aml_databricks.compute.driver.cells import (
     cell_filename,
@@ -135,6 +136,7 @@ class TaskRunner:
             from aml_databricks.compute.driver import spark_session
 
             self.spark = spark_session.connect(self.task.spark.remote, self.paths, self.task.spark.confs)
+            _silence_query_context_loggers()
         self.namespace = self._globals()
         if self.task.kind == "notebook":
             self._enter_notebook_folder()
@@ -160,6 +162,7 @@ class TaskRunner:
             "display": self.display,
             "displayHTML": display_html,
             "getArgument": self.dbutils.widgets.getArgument,
+            "sc": error_text.SPARK_CONTEXT,  # says why there is no SparkContext (Spark Connect)
             # `open("/dbfs/...")` in notebook code reads DBFS; libraries keep the real `open`.
             "open": self._open,
         }
@@ -227,6 +230,9 @@ class TaskRunner:
         # The command inherits fds 1 and 2, so its output is redacted and lands in the run's log.
         completed = subprocess.run(["bash", "-c", source], check=False)
         if completed.returncode != 0:
+            dataset = re.search(r"/databricks-datasets[^\s'\";|&)]*", source)
+            if dataset and not Path(self.paths.python_local("/dbfs" + dataset.group(0))).exists():
+                raise CellError(error_text.missing_dataset(f"{dataset.group(0)} does not exist") or "")
             raise CellError(f"%sh command exited with code {completed.returncode}")
 
     def run_included(self, arguments: str) -> None:
@@ -307,6 +313,14 @@ class TaskRunner:
         register_source(path, source)
         exec(code, self.namespace)
 
+def _silence_query_context_loggers() -> None:
+    """pyspark logs every SQL error again as JSON on stderr; Databricks shows users no such lines."""
+    from pyspark.logger import PySparkLogger
+
+    for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
+        PySparkLogger.getLogger(name).disabled = True
+
+
 def display_html(html: str) -> None:
     print(html, flush=True)
 
@@ -316,8 +330,7 @@ def display_html(html: str) -> None:
 
 def describe_error(error: BaseException, failed_cell: tuple[str, Cell] | None) -> tuple[str, str]:
     """(`ExceptionType: message`, the traceback without the driver's own frames)."""
-    message = str(error)
-    summary = f"{type(error).__name__}: {message}" if message else type(error).__name__
+    summary = error_text.one_line(error)
     exception = traceback.TracebackException.from_exception(error)
     for part in _chain(exception):
         kept = [frame for frame in part.stack if frame.filename not in _INTERNAL_FILES]
@@ -330,7 +343,7 @@ def describe_error(error: BaseException, failed_cell: tuple[str, Cell] | None) -
             cell_filename(path, cell), cell.first_line, f"%{cell.language}", lookup_line=False, line=first
         )
         exception.stack = traceback.StackSummary.from_list([frame, *exception.stack])
-    return summary, "".join(exception.format())
+    return summary, error_text.trim_trace("".join(exception.format()))
 
 
 def _chain(exception: traceback.TracebackException) -> Iterator[traceback.TracebackException]:
