@@ -27,14 +27,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aml_databricks import notebooks
-from aml_databricks.compute.driver import cells, error_text
+from aml_databricks.compute.driver import cells, error_text, sql_names, sql_widgets
 from aml_databricks.compute.driver.api import WorkspaceApi
 from aml_databricks.compute.driver.cells import (
     cell_filename,
     compile_cell,
     register_source,
     split_sql,
-    substitute_widgets,
 )
 from aml_databricks.compute.driver.dbutils import (
     NOTEBOOK_RESULT_LIMIT,
@@ -137,6 +136,7 @@ class TaskRunner:
 
             self.spark = spark_session.connect(self.task.spark.remote, self.paths, self.task.spark.confs)
             _silence_query_context_loggers()
+            self._spark_sql_with_local_names()
         self.namespace = self._globals()
         if self.task.kind == "notebook":
             self._enter_notebook_folder()
@@ -219,10 +219,28 @@ class TaskRunner:
         if self.spark is None:
             raise CellError("%sql needs Spark, and this run has no cluster")
         result = None
-        for statement in split_sql(substitute_widgets(source, self.dbutils.widgets.getArgument)):
-            result = self.spark.sql(statement)
+        widgets = self.dbutils.widgets
+        for statement in split_sql(source):  # widgets a statement creates are seen by the next ones
+            if sql_widgets.run_widget_statement(statement, widgets, self._first_column):
+                continue
+            text, markers = sql_widgets.substitute(statement, widgets)
+            result = self.spark.sql(text, args=markers or None)  # UC names: see _spark_sql_with_local_names
         if result is not None:
             self.display(result)
+
+    def _first_column(self, query: str) -> list[Any]:
+        return [row[0] for row in self.spark.sql(query).collect()]
+
+    def _spark_sql_with_local_names(self) -> None:
+        """`spark.sql` (so %sql cells too) reads Unity Catalog names as the local catalog's (sql_names.py)."""
+        original = self.spark.sql
+        spark_path = self.paths.spark_path
+
+        def sql(sqlQuery: str, args: Any = None, **kwargs: Any) -> Any:
+            return original(sql_names.rewrite(sqlQuery, spark_path), args, **kwargs)
+
+        sql.__doc__ = original.__doc__
+        self.spark.sql = sql
 
     def run_shell(self, source: str) -> None:
         sys.stdout.flush()
