@@ -12,8 +12,8 @@ def spark_path(path: str) -> str:
 
 
 @pytest.mark.parametrize(("sql", "expected"), [
-    ("USE CATALOG hive_metastore", "SET CATALOG spark_catalog"),
-    ("use catalog `main`;", "SET CATALOG spark_catalog"),
+    ("USE CATALOG hive_metastore", "SET CATALOG 'spark_catalog'"),
+    ("use catalog `main`;", "SET CATALOG 'spark_catalog'"),
     ("SELECT * FROM hive_metastore.sales.orders", "SELECT * FROM sales.orders"),
     ("SELECT * FROM main.sales.orders o JOIN main . sales.items i", "SELECT * FROM sales.orders o JOIN sales.items i"),
     ("SELECT * FROM `hive_metastore`.sales.orders", "SELECT * FROM sales.orders"),

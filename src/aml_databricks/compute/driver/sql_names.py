@@ -35,7 +35,7 @@ def rewrite(statement: str, spark_path: Callable[[str], str]) -> str:
                 f"[NO_SUCH_CATALOG_EXCEPTION] Catalog '{catalog}' was not found: the local workspace has one "
                 f"catalog, hive_metastore (also named spark_catalog and main)."
             )
-        return "SET CATALOG spark_catalog"
+        return "SET CATALOG 'spark_catalog'"
     out: list[str] = []
     end = 0
     for kind, text in _segments(statement):
