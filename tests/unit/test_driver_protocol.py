@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aml_databricks.compute.driver.cells import split_sql, substitute_widgets
+from aml_databricks.compute.driver.cells import split_sql
 from aml_databricks.compute.driver.paths import PathMapper
 from aml_databricks.compute.protocol import DriverResult, DriverTask, FileSystem, SparkConnection
 
@@ -36,11 +36,6 @@ def test_result_file_round_trips_and_a_missing_one_means_a_crash(tmp_path: Path)
     (tmp_path / "result.json").write_text("{not json")
     assert DriverResult.read(tmp_path) is None
 
-
-def test_sql_widget_substitution() -> None:
-    widgets = {"table": "sales", "n": "3"}
-    sql = "SELECT * FROM ${table} LIMIT ${n} -- ${spark.sql.x} ${unknown}"
-    assert substitute_widgets(sql, widgets.get) == "SELECT * FROM sales LIMIT 3 -- ${spark.sql.x} ${unknown}"
 
 
 def test_split_sql_respects_quotes_and_comments() -> None:

@@ -341,7 +341,7 @@ def api_table(services: Services) -> dict[tuple[str, str], Endpoint]:
 
     for version in JOB_VERSIONS:
         base = f"/api/{version}/jobs"
-        route(f"{base}/runs/submit", lambda c: jobs.submit(c.params), "POST")
+        route(f"{base}/runs/submit", lambda c: jobs.submit(c.params, from_run=c.task is not None), "POST")
         route(f"{base}/runs/get", held_run)
         route(f"{base}/runs/get-output", lambda c: jobs.get_output(c["run_id"], c.version))
         route(f"{base}/runs/cancel", lambda c: jobs.cancel(c["run_id"]), "POST")

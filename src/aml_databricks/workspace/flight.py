@@ -42,6 +42,7 @@ class RunFlight:
         self.stop_reason: RunResultState | None = None  # CANCELED or TIMEDOUT once asked to stop
         self.stop_message = ""
         self.internal_error: str | None = None
+        self.nested = False  # started by dbutils.notebook.run inside a run in flight: takes no task slot
 
     @property
     def stopping(self) -> bool:

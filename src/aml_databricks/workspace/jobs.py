@@ -78,8 +78,9 @@ class Jobs:
 
     # -- runs -----------------------------------------------------------------------------
 
-    def submit(self, body: dict[str, Any]) -> dict[str, Any]:
-        run_id, _ = self.scheduler.submit(normalize_run(body))
+    def submit(self, body: dict[str, Any], *, from_run: bool = False) -> dict[str, Any]:
+        """`from_run`: submitted with a run token (`dbutils.notebook.run`): it runs inside its parent's slot."""
+        run_id, _ = self.scheduler.submit(normalize_run(body), nested=from_run)
         return {"run_id": run_id}
 
     def get_run_json(self, run_id: Any, version: str, include_history: bool = False) -> bytes:

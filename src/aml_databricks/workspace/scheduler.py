@@ -91,8 +91,12 @@ class Scheduler:
     # -- the API's verbs ------------------------------------------------------------------
 
     def submit(self, spec: dict[str, Any], *, job_id: int | None = None, run_type: str = "SUBMIT_RUN",
-               creator: str = "local-user", skip_reason: str | None = None) -> tuple[int, bool]:
+               creator: str = "local-user", skip_reason: str | None = None,
+               nested: bool = False) -> tuple[int, bool]:
         """Create and start a run; with an idempotency token already used, return that run instead.
+
+        A `nested` run (`dbutils.notebook.run` from a run in flight) takes no task slot: on Databricks it
+        runs on its parent's cluster, and waiting for a slot its own ancestors hold would deadlock.
 
         With `skip_reason` the run is recorded as SKIPPED and nothing executes. Returns (run_id, created)."""
         token = spec.get("idempotency_token")
@@ -102,6 +106,7 @@ class Scheduler:
                 if existing is not None:
                     return existing, False
             run = self._create(spec, job_id=job_id, run_type=run_type, creator=creator)
+        run.nested = nested
         if skip_reason is not None:
             self._skip(run, skip_reason)
             return run.record.run_id, True
@@ -247,7 +252,7 @@ class Scheduler:
 
     def _execute(self, run: RunFlight, task: TaskFlight) -> None:
         queued_at = self.clock.now_ms()
-        if not self._slots.acquire(give_up=lambda: run.stopping):
+        if not run.nested and not self._slots.acquire(give_up=lambda: run.stopping):
             self._end_task(run, task, L.TERMINATED, run.stop_reason or R.CANCELED, run.stop_message)
             return
         try:
@@ -270,7 +275,8 @@ class Scheduler:
             task.record.timing.cleanup_duration = self.clock.now_ms() - cleanup_from
             self._record_outcome(run, task, outcome)
         finally:
-            self._slots.release()
+            if not run.nested:
+                self._slots.release()
 
     def _run_execution(self, run: RunFlight, task: TaskFlight, token: str, source: str, language: str | None,
                        pending_at: int) -> TaskOutcome:

@@ -1,5 +1,5 @@
 """How one notebook cell becomes code: Python cells compiled so tracebacks show notebook lines,
-%sql cells split into statements with `${widget}` values substituted.
+%sql cells split into statements (compute/driver/sql_widgets.py substitutes widget values).
 
 A Python cell is compiled with a file name naming the notebook and cell, and padded so its line
 numbers are those of the notebook file: a traceback reads `File "<notebook /Users/me/etl, cell 3>", line 12`.
@@ -8,13 +8,9 @@ numbers are those of the notebook file: a traceback reads `File "<notebook /User
 from __future__ import annotations
 
 import linecache
-import re
-from collections.abc import Callable
 from types import CodeType
 
 from aml_databricks.notebooks import Cell
-
-_SQL_WIDGET = re.compile(r"\$\{(\w+)\}")
 
 
 def compile_cell(cell: Cell, path: str) -> CodeType:
@@ -67,16 +63,3 @@ def split_sql(source: str) -> list[str]:
         i += 1
     statements.append("".join(current))
     return [s.strip() for s in statements if s.strip()]
-
-
-def substitute_widgets(sql: str, lookup: Callable[[str], str | None]) -> str:
-    """`${name}` in a %sql cell is the widget's value (Databricks' legacy widget syntax in SQL).
-
-    Names that are not widgets are left for Spark's own `${...}` variable substitution.
-    """
-
-    def value(match: re.Match[str]) -> str:
-        found = lookup(match.group(1))
-        return match.group(0) if found is None else found
-
-    return _SQL_WIDGET.sub(value, sql)

@@ -131,6 +131,8 @@ class WidgetsUtils(Help):
 
 
 class NotebookUtils(Help):
+    """Run other notebooks (run) and end this one with a value (exit)."""
+
     def __init__(self, context: RunContext) -> None:
         self._context = context
         # `dbutils.notebook.entry_point.getDbutils().notebook().getContext().notebookPath().get()`:
@@ -338,6 +340,8 @@ class TaskValuesUtils(Help):
 
 
 class JobsUtils(Help):
+    """The job's task values (jobs.taskValues) shared between its tasks."""
+
     def __init__(self, context: RunContext) -> None:
         self.taskValues = TaskValuesUtils(context)
 
@@ -352,6 +356,8 @@ LIBRARY_NOTICE = (
 
 
 class LibraryUtils(Help):
+    """Notebook-scoped libraries (not installed locally: see the task's libraries)."""
+
     def _notice(self, call: str) -> bool:
         print(f"dbutils.library.{call}: {LIBRARY_NOTICE}")
         return True
@@ -374,6 +380,8 @@ class LibraryUtils(Help):
 
 
 class DBUtils(Help):
+    """Databricks utilities: fs, notebook, widgets, secrets, jobs, library."""
+
     def __init__(self, context: RunContext, on_mounts_changed: Callable[[], None] = lambda: None) -> None:
         self.widgets = WidgetsUtils(context.parameters)
         self.notebook = NotebookUtils(context)

@@ -35,6 +35,8 @@ class MountInfo(NamedTuple):
 
 
 class FsUtils(Help):
+    """Files in DBFS, mounts, Volumes and cloud storage: ls, cp, mv, rm, put, head, mkdirs, mount."""
+
     def __init__(self, context: RunContext, on_mounts_changed: Callable[[], None] = lambda: None) -> None:
         self._context = context
         self._paths = context.paths
@@ -46,6 +48,8 @@ class FsUtils(Help):
         if local.is_file():
             return [self._info(dir, local, local.name)]
         base = dir if dir.endswith("/") else dir + "/"
+        if base.startswith("/"):  # Databricks names DBFS entries with their scheme: dbfs:/tmp/x
+            base = "dbfs:" + base
         return [self._info(base + child.name, child, child.name) for child in sorted(local.iterdir())]
 
     def head(self, file: str, maxBytes: int = 65536) -> str:

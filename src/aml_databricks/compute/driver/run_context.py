@@ -33,8 +33,48 @@ class RunContext:
 
 
 class Help:
+    """`help()` on dbutils and each of its modules: every command with its signature and summary."""
+
     def help(self, method: str = "") -> None:
+        if method:
+            command = getattr(self, method, None)
+            if command is None or method.startswith("_"):
+                print(f"{type(self).__name__} has no command {method!r}: see {_owner(self)}.help()")
+                return
+            print(_describe(method, command))
+            return
         names = sorted(n for n in dir(self) if not n.startswith("_") and n != "help")
-        print(
-            f"{type(self).__name__}: " + ", ".join(names) if not method else (getattr(self, method).__doc__ or method)
-        )
+        print(_summary(self) or type(self).__name__)
+        for name in names:
+            print("  " + _describe(name, getattr(self, name)))
+
+
+def _owner(value: object) -> str:
+    name = type(value).__name__.removesuffix("Utils").lower()
+    return "dbutils" if name == "db" else f"dbutils.{name}"
+
+
+def _summary(value: object) -> str:
+    return ((value.__doc__ or "").strip().splitlines() or [""])[0]
+
+
+def _describe(name: str, value: object) -> str:
+    import inspect
+
+    if isinstance(value, Help):
+        return f"{name}: {_summary(value) or type(value).__name__} (see {_owner(value)}.help())"
+    try:
+        parameters = inspect.signature(value).parameters.values()  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        parameters = []  # type: ignore[assignment]
+    parts = []
+    for parameter in parameters:  # annotations are strings here (postponed evaluation): shown unquoted
+        part = parameter.name
+        if parameter.annotation is not inspect.Parameter.empty:
+            part += f": {parameter.annotation}"
+        if parameter.default is not inspect.Parameter.empty:
+            part += f" = {parameter.default!r}"
+        parts.append(part)
+    signature = "(" + ", ".join(parts) + ")"
+    summary = _summary(value)
+    return f"{name}{signature}" + (f": {summary}" if summary else "")

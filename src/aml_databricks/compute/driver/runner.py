@@ -16,6 +16,8 @@ import base64
 import builtins
 import io
 import os
+import posixpath
+import re
 import shlex
 import subprocess
 import sys
@@ -25,14 +27,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aml_databricks import notebooks
-from aml_databricks.compute.driver import cells, fuse
+from aml_databricks.compute.driver import cells, error_text, fuse, sql_names, sql_widgets
 from aml_databricks.compute.driver.api import WorkspaceApi
 from aml_databricks.compute.driver.cells import (
     cell_filename,
     compile_cell,
     register_source,
     split_sql,
-    substitute_widgets,
 )
 from aml_databricks.compute.driver.dbutils import (
     NOTEBOOK_RESULT_LIMIT,
@@ -93,8 +94,9 @@ class TaskResult:
 class TaskRunner:
     """Runs one task's code in one namespace."""
 
-    def __init__(self, task: DriverTask) -> None:
+    def __init__(self, task: DriverTask, files_dir: Path | None = None) -> None:
         self.task = task
+        self.files_dir = files_dir  # where the notebook's workspace files are copied (None: not copied)
         channel = SecretChannel.from_environment()
         self.redactor = Redactor(on_add=channel.report if channel is not None else None)
         self.api = WorkspaceApi(task.api_host, task.api_token) if task.api_host else None
@@ -137,7 +139,24 @@ class TaskRunner:
             from aml_databricks.delta import notebook as delta_notebook  # hook: Delta tables
 
             delta_notebook.install(self.spark, self.paths)
+            _silence_query_context_loggers()
+            self._spark_sql_with_local_names()  # outermost: Unity Catalog names first, then Delta's routing
         self.namespace = self._globals()
+        if self.task.kind == "notebook":
+            self._enter_notebook_folder()
+
+    def _enter_notebook_folder(self) -> None:
+        """The notebook's folder (its workspace files copied here) is the cwd and first on sys.path."""
+        if self.api is None or self.files_dir is None or not self.task.path.startswith("/"):
+            return
+        from aml_databricks.compute.driver import workspace_files
+
+        folder = posixpath.dirname(self.task.path) or "/"
+        local = self.files_dir / folder.lstrip("/")
+        local.mkdir(parents=True, exist_ok=True)
+        workspace_files.copy_folder(self.api, folder, local)
+        os.chdir(local)
+        sys.path.insert(0, str(local))
 
     def _globals(self) -> dict[str, Any]:
         namespace: dict[str, Any] = {
@@ -147,6 +166,7 @@ class TaskRunner:
             "display": self.display,
             "displayHTML": display_html,
             "getArgument": self.dbutils.widgets.getArgument,
+            "sc": error_text.SPARK_CONTEXT,  # says why there is no SparkContext (Spark Connect)
         }
         if self.spark is not None:
             namespace.update(spark=self.spark, sql=self.spark.sql, table=self.spark.table)
@@ -194,10 +214,28 @@ class TaskRunner:
         if self.spark is None:
             raise CellError("%sql needs Spark, and this run has no cluster")
         result = None
-        for statement in split_sql(substitute_widgets(source, self.dbutils.widgets.getArgument)):
-            result = self.spark.sql(statement)
+        widgets = self.dbutils.widgets
+        for statement in split_sql(source):  # widgets a statement creates are seen by the next ones
+            if sql_widgets.run_widget_statement(statement, widgets, self._first_column):
+                continue
+            text, markers = sql_widgets.substitute(statement, widgets)
+            result = self.spark.sql(text, args=markers or None)  # UC names: see _spark_sql_with_local_names
         if result is not None:
             self.display(result)
+
+    def _first_column(self, query: str) -> list[Any]:
+        return [row[0] for row in self.spark.sql(query).collect()]
+
+    def _spark_sql_with_local_names(self) -> None:
+        """`spark.sql` (so %sql cells too) reads Unity Catalog names as the local catalog's (sql_names.py)."""
+        original = self.spark.sql
+        spark_path = self.paths.spark_path
+
+        def sql(sqlQuery: str, args: Any = None, **kwargs: Any) -> Any:
+            return original(sql_names.rewrite(sqlQuery, spark_path), args, **kwargs)
+
+        sql.__doc__ = original.__doc__
+        self.spark.sql = sql
 
     def run_shell(self, source: str) -> None:
         sys.stdout.flush()
@@ -205,6 +243,9 @@ class TaskRunner:
         # The command inherits fds 1 and 2, so its output is redacted and lands in the run's log.
         completed = subprocess.run(["bash", "-c", source], check=False)
         if completed.returncode != 0:
+            dataset = re.search(r"/databricks-datasets[^\s'\";|&)]*", source)
+            if dataset and not Path(self.paths.python_local("/dbfs" + dataset.group(0))).exists():
+                raise CellError(error_text.missing_dataset(f"{dataset.group(0)} does not exist") or "")
             raise CellError(f"%sh command exited with code {completed.returncode}")
 
     def run_included(self, arguments: str) -> None:
@@ -230,14 +271,28 @@ class TaskRunner:
             self._path_stack.pop()
 
     def run_fs_magic(self, source: str) -> None:
-        """`%fs ls /mnt/x`, `%fs rm -r dbfs:/scratch`: a dbutils.fs call, its result displayed."""
+        """`%fs ls`, `%fs rm -r dbfs:/scratch`, `%fs put -f /x "text"`: a dbutils.fs call, its result displayed.
+
+        As on Databricks, `%fs ls` alone lists `/`, `%fs` alone (or `%fs help`) prints dbutils.fs.help()."""
         words = shlex.split(source)
+        if not words or words[0] == "help":
+            self.dbutils.fs.help(*words[1:2])
+            return
+        name = words[0]
         flags = {w for w in words[1:] if w.startswith("-")}
-        arguments = [w for w in words[1:] if not w.startswith("-")]
-        command = getattr(self.dbutils.fs, words[0], None) if words else None
-        if command is None or words[0].startswith("_"):
-            raise CellError(f"unknown %fs command: {source.strip()}")
-        kwargs = {"recurse": True} if flags & {"-r", "--recurse"} else {}
+        arguments: list[Any] = [w for w in words[1:] if not w.startswith("-")]
+        command = getattr(self.dbutils.fs, name, None)
+        if command is None or name.startswith("_"):
+            raise CellError(f"unknown %fs command: {source.strip()} (see %fs help)")
+        kwargs: dict[str, Any] = {}
+        if flags & {"-r", "--recurse", "--recurse=true"}:
+            kwargs["recurse"] = True
+        if flags & {"-f", "--overwrite", "--overwrite=true"}:
+            kwargs["overwrite"] = True
+        if name == "ls" and not arguments:
+            arguments = ["/"]
+        if name == "head" and len(arguments) > 1:
+            arguments[1] = int(arguments[1])
         self.display(command(*arguments, **kwargs))
 
     # --- output ------------------------------------------------------------------------------
@@ -271,6 +326,14 @@ class TaskRunner:
         register_source(path, source)
         exec(code, self.namespace)
 
+def _silence_query_context_loggers() -> None:
+    """pyspark logs every SQL error again as JSON on stderr; Databricks shows users no such lines."""
+    from pyspark.logger import PySparkLogger
+
+    for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
+        PySparkLogger.getLogger(name).disabled = True
+
+
 def display_html(html: str) -> None:
     print(html, flush=True)
 
@@ -280,8 +343,7 @@ def display_html(html: str) -> None:
 
 def describe_error(error: BaseException, failed_cell: tuple[str, Cell] | None) -> tuple[str, str]:
     """(`ExceptionType: message`, the traceback without the driver's own frames)."""
-    message = str(error)
-    summary = f"{type(error).__name__}: {message}" if message else type(error).__name__
+    summary = error_text.one_line(error)
     exception = traceback.TracebackException.from_exception(error)
     for part in _chain(exception):
         kept = [frame for frame in part.stack if frame.filename not in _INTERNAL_FILES]
@@ -294,7 +356,7 @@ def describe_error(error: BaseException, failed_cell: tuple[str, Cell] | None) -
             cell_filename(path, cell), cell.first_line, f"%{cell.language}", lookup_line=False, line=first
         )
         exception.stack = traceback.StackSummary.from_list([frame, *exception.stack])
-    return summary, "".join(exception.format())
+    return summary, error_text.trim_trace("".join(exception.format()))
 
 
 def _chain(exception: traceback.TracebackException) -> Iterator[traceback.TracebackException]:
@@ -349,13 +411,13 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m aml_databricks.compute.driver RUN_DIR", file=sys.stderr)
         return 2
-    run_dir = Path(argv[0])
+    run_dir = Path(argv[0]).absolute()  # the notebook runs from its own folder (workspace_files.py)
     result = TaskResult()
     redactor = Redactor()
     runner: TaskRunner | None = None
     try:
         task = DriverTask.read(run_dir)
-        runner = TaskRunner(task)
+        runner = TaskRunner(task, files_dir=run_dir / "workspace")
         redactor = runner.redactor
         for stream in (sys.stdout, sys.stderr):
             if isinstance(stream, io.TextIOWrapper):
