@@ -131,6 +131,7 @@ def _databricks(args: argparse.Namespace, graph: Any, nodes: Sequence[Any], data
         return
     try:
         from aml_databricks.workspace import LocalWorkspace
+        from aml_databricks.workspace.pages.auth import login_url
     except ModuleNotFoundError as exc:
         from aml_databricks.errors import MissingExtraError
 
@@ -144,6 +145,8 @@ def _databricks(args: argparse.Namespace, graph: Any, nodes: Sequence[Any], data
     )
     with LocalWorkspace(data_dir, mounts=mounts, spark=True) as workspace:
         print(f"local Databricks workspace at {workspace.host}", flush=True)
+        # each step prints its run's page; this signs a browser in to them while the pipeline runs
+        print(f"run pages: {login_url(workspace.host, workspace.token)}", flush=True)
         upload_notebooks(workspace.client, graph, nodes, args.notebooks)
         # No cluster libraries by default: the step would pip-install azureml-mlflow (the demo's
         # default), which a local notebook does not need to log into the local MLflow store, and

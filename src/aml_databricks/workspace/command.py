@@ -58,6 +58,7 @@ def add_parser(subparsers: Any) -> None:
 
 def serve_command(args: argparse.Namespace) -> int:
     try:
+        from aml_databricks.workspace.pages.auth import login_url
         from aml_databricks.workspace.server import LocalWorkspace, parse_mapping
     except ModuleNotFoundError as exc:
         raise MissingExtraError("local", "the local workspace") from exc
@@ -83,6 +84,8 @@ def serve_command(args: argparse.Namespace) -> int:
         for point, folder in workspace.mounts.items():
             print(f"  mount: {point} -> {folder}", flush=True)
         print(f"  export DATABRICKS_HOST={workspace.host}", flush=True)
+        # opening it once signs the browser in to the run pages (a cookie; the token is not kept in it)
+        print(f"  pages: {login_url(workspace.host, workspace.token)}", flush=True)
         stop.wait()
     finally:
         print("stopping...", file=sys.stderr, flush=True)
