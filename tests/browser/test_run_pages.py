@@ -75,9 +75,24 @@ def wait_for(browser: Any, condition: Any) -> Any:
 
 
 def text_of(browser: Any, selector: str) -> str:
-    from selenium.webdriver.common.by import By
+    """The rendered text of an element, read in one step: the page may swap its body between two."""
+    text = browser.execute_script("var e = document.querySelector(arguments[0]); return e && e.innerText;", selector)
+    if text is None:
+        raise AssertionError(f"nothing on the page matches {selector}")
+    return str(text)
 
-    return str(browser.find_element(By.CSS_SELECTOR, selector).text)
+
+def click(browser: Any, selector: str) -> None:
+    """A real click, tried again if the refresh replaced the element between finding and clicking it."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def clicked(b: Any) -> bool:
+        b.find_element(By.CSS_SELECTOR, selector).click()
+        return True
+
+    WebDriverWait(browser, PATIENCE, ignored_exceptions=[StaleElementReferenceException]).until(clicked)
 
 
 def test_failed_run_shows_the_error_at_its_cell(browser: Any, client: WorkspaceClient, workspace: LocalWorkspace,
@@ -121,7 +136,8 @@ def test_running_run_turns_terminated_without_a_reload(browser: Any, client: Wor
     ])
     run_id = start(client, "/Shared/browser/finishes", source)
     browser.get(f"{workspace.host}/runs/{run_id}")
-    wait_for(browser, lambda b: text_of(b, "#life-cycle") == "RUNNING")
+    wait_for(browser, lambda b: b.execute_script(
+        "var e = document.querySelector('#life-cycle'); return e && e.innerText;") == "RUNNING")
     browser.execute_script("window.pageIdentity = 'same page';")
     browser.save_screenshot(str(tmp_path / "running.png"))
 
@@ -135,13 +151,12 @@ def test_running_run_turns_terminated_without_a_reload(browser: Any, client: Wor
 
 def test_cancel_a_running_run_from_its_page(browser: Any, client: WorkspaceClient, workspace: LocalWorkspace,
                                             tmp_path: Path) -> None:
-    from selenium.webdriver.common.by import By
-
     run_id = start(client, "/Shared/browser/endless", "import time\nwhile True:\n    time.sleep(0.1)")
     browser.get(f"{workspace.host}/runs/{run_id}")
-    wait_for(browser, lambda b: text_of(b, "#life-cycle") == "RUNNING")
+    wait_for(browser, lambda b: b.execute_script(
+        "var e = document.querySelector('#life-cycle'); return e && e.innerText;") == "RUNNING")
 
-    browser.find_element(By.CSS_SELECTOR, "#cancel").click()
+    click(browser, "#cancel")
     wait_for(browser, lambda b: text_of(b, "#life-cycle") == "TERMINATED")
     browser.save_screenshot(str(tmp_path / "cancelled.png"))
 
@@ -172,6 +187,27 @@ def test_xss_probe_shows_its_script_as_text(browser: Any, client: WorkspaceClien
         assert text_of(browser, "#inside") == "html output"
     finally:
         browser.switch_to.default_content()
+
+
+def test_runs_list_filters_and_links_to_the_workspace_browser(browser: Any, client: WorkspaceClient,
+                                                               workspace: LocalWorkspace, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    run_id = finished(client, "/Shared/browser/listed_report", 'print("listed")  # a comment')
+
+    browser.get(f"{workspace.host}/?name=listed_rep")
+    browser.save_screenshot(str(tmp_path / "runs-list.png"))
+    rows = text_of(browser, "table.runs")
+    assert str(run_id) in rows and "/Shared/browser/listed_report" in rows and "/Shared/browser/fails" not in rows
+
+    browser.find_element(By.LINK_TEXT, "Workspace").click()
+    browser.find_element(By.LINK_TEXT, "Shared").click()
+    browser.find_element(By.LINK_TEXT, "browser").click()
+    browser.find_element(By.LINK_TEXT, "listed_report").click()
+    browser.save_screenshot(str(tmp_path / "notebook.png"))
+    assert 'print("listed")' in text_of(browser, "#source")
+    comments = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#source .tok-com")]
+    assert "# a comment" in comments  # highlighted as a comment
 
 
 def test_a_browser_without_the_token_sees_no_run_content(client: WorkspaceClient, workspace: LocalWorkspace,

@@ -68,7 +68,8 @@ def test_pandas_display_is_a_table_and_a_text_rendering(tmp_path: Path, capsys: 
 
     assert table["columns"] == [["a", "float64"], ["b", "object"]]
     assert table["rows"] == [[1.0, "x"], ["nan", "<y>"]]
-    assert "|  b|" in capsys.readouterr().out
+    assert "|  b|" in capsys.readouterr().out  # the log still reads as before
+    assert not [r for r in read_outputs(tmp_path) if r.get("kind") == "stdout"]  # the page shows the table once
 
 
 def test_display_html_is_kept_as_html(tmp_path: Path) -> None:

@@ -30,17 +30,20 @@ class Display:
             columns, rows, more = table
             if not columns:  # DDL statements return a DataFrame without columns
                 return
-            print(format_table([name for name, _ in columns], rows, more), flush=True)
+            with self.recorder.log_only():
+                print(format_table([name for name, _ in columns], rows, more), flush=True)
             self.recorder.output("table", columns=columns, rows=[[_json_value(v) for v in row] for row in rows],
                                  row_count=len(rows), truncated=more)
             return
         image = _image(value)
         if image is not None:
-            print(f"<{type(value).__name__}: image/png, {len(image)} bytes>", flush=True)
+            with self.recorder.log_only():
+                print(f"<{type(value).__name__}: image/png, {len(image)} bytes>", flush=True)
             self.recorder.output("image", mime="image/png", data=base64.b64encode(image).decode())
             return
         if _module(value).startswith("plotly") and hasattr(value, "to_html"):
-            print(f"<{type(value).__name__}>", flush=True)
+            with self.recorder.log_only():
+                print(f"<{type(value).__name__}>", flush=True)
             self.recorder.output("html", html=value.to_html(include_plotlyjs=True, full_html=True))
             return
         if isinstance(value, list):
@@ -51,7 +54,8 @@ class Display:
         print(value, flush=True)
 
     def display_html(self, html: str) -> None:
-        print(html, flush=True)
+        with self.recorder.log_only():
+            print(html, flush=True)
         self.recorder.output("html", html=str(html))
 
 

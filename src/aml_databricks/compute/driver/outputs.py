@@ -84,6 +84,16 @@ class OutputRecorder:
         self._flush_text()
         self._write({"type": "output", "cell": self.cell, "kind": kind, **fields})
 
+    @contextmanager
+    def log_only(self) -> Iterator[None]:
+        """What is printed inside goes to the run's log but is not a cell output (display()'s text
+        rendering of a table the page shows as a table)."""
+        cell, self.cell = self.cell, None
+        try:
+            yield
+        finally:
+            self.cell = cell
+
     def text(self, stream: str, value: str) -> None:
         if self.cell is None or not value:
             return

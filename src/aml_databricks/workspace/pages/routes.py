@@ -30,8 +30,8 @@ _STATE_FILTERS = (*views.ACTIVE_STATES, "TERMINATED", "SKIPPED", "INTERNAL_ERROR
                   "SUCCESS", "FAILED", "CANCELED", "TIMEDOUT")
 
 
-def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
-    return HTMLResponse(_templates.get_template(name).render(**context), status_code=status)
+def render(template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    return HTMLResponse(_templates.get_template(template).render(**context), status_code=status)
 
 
 def page_routes(jobs: Jobs, objects: Objects, runs_dir: Path, token: str) -> list[Route | Mount]:

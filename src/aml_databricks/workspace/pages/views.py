@@ -80,7 +80,9 @@ def run_view(jobs: Jobs, runs_dir: Path, run_id: int) -> dict[str, Any]:
         "state": state.get("life_cycle_state", ""), "result": state.get("result_state", ""),
         "message": state.get("state_message", ""), "start": when(doc.get("start_time")),
         "end": when(doc.get("end_time")), "duration": seconds(doc.get("run_duration")),
-        "timeline": [{"phase": phase, "duration": seconds(doc.get(key))} for phase, key in _PHASES],
+        # a one-task run's phases are its task's (Databricks reports multi-task durations per task)
+        "timeline": [{"phase": phase, "duration": seconds((tasks[0] if tasks and len(tasks) == 1 else doc).get(key))}
+                     for phase, key in _PHASES],
         "parent_run_id": doc.get("parent_run_id"), "tasks": [], "task": None,
     }
     view["caller_run_id"] = caller_of(runs_dir, int(doc["run_id"]), [t.get("run_id") for t in tasks or []])

@@ -40,7 +40,7 @@
   var run = document.getElementById("run");
   var shown = null;
   function scrollToFailure() {
-    var failed = run.querySelector(".cell.error");
+    var failed = run.querySelector(".cell-error");
     if (failed && !run.dataset.scrolled) { failed.scrollIntoView({block: "center"}); run.dataset.scrolled = "1"; }
   }
   function refresh() {
