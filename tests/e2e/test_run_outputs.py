@@ -4,6 +4,10 @@ the run page's sign-in, over a live local workspace on loopback.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -92,6 +96,28 @@ def test_run_page_needs_the_token_and_escapes_outputs(client: WorkspaceClient, w
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie and workspace.token not in cookie
     assert page.status_code == 200
     assert "&lt;script&gt;probe()&lt;/script&gt;" in page.text and "<script>probe" not in page.text
+
+
+@pytest.mark.subprocess
+def test_workspace_serve_prints_a_sign_in_link_that_opens_the_pages(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aml_databricks.cli", "workspace", "serve", "--no-spark", "--port", "0",
+         "--data-dir", str(tmp_path / "data")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    try:
+        assert process.stdout is not None
+        link = next((line.split("pages: ", 1)[1].strip() for line in process.stdout if "pages: " in line), None)
+        assert link is not None, f"no sign-in link printed: exit {process.poll()}"
+        with httpx.Client() as browser:
+            host = link.split("/login")[0]
+            assert browser.get(f"{host}/").status_code == 303  # not signed in yet
+            assert browser.get(link).status_code == 303
+            home = browser.get(f"{host}/")
+        assert home.status_code == 200 and "Runs" in home.text
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
 
 
 # --- on Spark -------------------------------------------------------------------------------------

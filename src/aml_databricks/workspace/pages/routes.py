@@ -31,7 +31,9 @@ _STATE_FILTERS = (*views.ACTIVE_STATES, "TERMINATED", "SKIPPED", "INTERNAL_ERROR
 
 
 def render(template: str, status: int = 200, **context: Any) -> HTMLResponse:
-    return HTMLResponse(_templates.get_template(template).render(**context), status_code=status)
+    page = _templates.get_template(template).render(**context)
+    # errors="replace": a name stored before requests were checked may hold a lone surrogate
+    return HTMLResponse(page.encode(errors="replace"), status_code=status)
 
 
 def page_routes(jobs: Jobs, objects: Objects, runs_dir: Path, token: str) -> list[Route | Mount]:
