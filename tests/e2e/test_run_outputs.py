@@ -136,13 +136,15 @@ def test_dataframe_display_method_records_a_table(spark_workspace: LocalWorkspac
         'df = spark.createDataFrame([(1, "a"), (2, None)], "id INT, label STRING")\ndf.display()',
         "display(spark.range(1005))",
         "import pyspark.pandas as ps\ndisplay(ps.DataFrame({'x': [1.5, 2.5]}))",
+        "# MAGIC %sql\n# MAGIC SELECT 'sql' AS source, 7 AS n",
     ])
     run = submit(client, upload_notebook(client, "/Shared/outputs/spark_display", source))
 
     recorded = cells(spark_workspace, run)
-    assert [c["status"] for c in recorded] == ["ok", "ok", "ok"], recorded
+    assert [c["status"] for c in recorded] == ["ok", "ok", "ok", "ok"], recorded
     tables = [next(o for o in c["outputs"] if o["kind"] == "table") for c in recorded]
     assert tables[0]["columns"] == [["id", "int"], ["label", "string"]]
     assert tables[0]["rows"] == [[1, "a"], [2, None]]
     assert tables[1]["row_count"] == 1000 and tables[1]["truncated"] is True
     assert tables[2]["rows"] == [[1.5], [2.5]]
+    assert tables[3]["columns"] == [["source", "string"], ["n", "int"]] and tables[3]["rows"] == [["sql", 7]]

@@ -21,6 +21,7 @@ import json
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +30,7 @@ from typing import Any, TextIO
 OUTPUTS_FILE = "outputs.jsonl"
 CELL_TEXT_LIMIT = 256 * 1024  # characters of stdout/stderr kept per cell
 FILE_LIMIT = 32 * 1024 * 1024  # bytes of outputs.jsonl
+TEXT_FLUSH_SECONDS = 0.5  # a long cell's prints reach the page this often, not only when it ends
 
 
 class OutputRecorder:
@@ -44,6 +46,7 @@ class OutputRecorder:
         self._text: dict[str, list[str]] = {}
         self._text_size = 0
         self._text_cut = False
+        self._last_flush = 0.0
 
     # -- records --------------------------------------------------------------------------
 
@@ -107,8 +110,11 @@ class OutputRecorder:
         if self._text and stream not in self._text:
             self._flush_text()
         self._text.setdefault(stream, []).append(value)
+        if time.monotonic() - self._last_flush > TEXT_FLUSH_SECONDS:  # prints after a pause show at once
+            self._flush_text()
 
     def _flush_text(self) -> None:
+        self._last_flush = time.monotonic()
         for stream, parts in self._text.items():
             self._write({"type": "output", "cell": self.cell, "kind": stream, "text": "".join(parts)})
         self._text = {}

@@ -160,7 +160,12 @@ def cells_of(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             elif kind == "end":
                 cell["status"] = record.get("status", "ok")
             elif kind == "output":
-                cell["outputs"].append(record)
+                previous = cell["outputs"][-1] if cell["outputs"] else None
+                if previous is not None and record.get("kind") in ("stdout", "stderr") and \
+                        previous.get("kind") == record.get("kind"):  # text flushed in pieces: one block
+                    cell["outputs"][-1] = {**previous, "text": previous.get("text", "") + record.get("text", "")}
+                else:
+                    cell["outputs"].append(record)
     return [cells[index] for index in sorted(cells)]
 
 
