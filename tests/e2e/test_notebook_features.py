@@ -175,6 +175,7 @@ def spark_workspace(spark_pool: ClusterPool, spark_data_dir: Path) -> Iterator[L
         data_dir,
         mounts={"/mnt/azuremlblobstore": data_dir / "datastore"},
         storage={"abfss://lake@lakeacct.dfs.core.windows.net": data_dir / "lake"},
+        spark=False,  # the session's shared pool, through the executor: closed by its own fixture
         executor=DriverExecutor(data_dir, spark=spark_pool, prefork=True),
     ) as workspace:
         yield workspace
@@ -320,15 +321,13 @@ def test_load_table_cli_goes_through_the_running_workspace(
 ) -> None:
     csv = tmp_path / "sales.csv"
     csv.write_text("region,amount\nnorth,10\nsouth,32\n")
-    marker = spark_workspace.data_dir / "server.json"  # what `workspace serve` writes while it runs
-    marker.write_text(json.dumps({"host": spark_workspace.host, "pid": os.getpid()}))
-    try:
-        loaded = subprocess.run(
-            [sys.executable, "-m", "aml_databricks.cli", "workspace", "load-table", "main.sales.by_region", str(csv),
-             "--data-dir", str(spark_workspace.data_dir)], capture_output=True, text=True, timeout=300)
-    finally:
-        marker.unlink()
+    loaded = subprocess.run(
+        [sys.executable, "-m", "aml_databricks.cli", "workspace", "load-table", "main.sales.by_region", str(csv),
+         "--data-dir", str(spark_workspace.data_dir)], capture_output=True, text=True, timeout=300)
     assert loaded.returncode == 0, loaded.stderr
+    # the running workspace owns the data dir: the command used it rather than opening it again
+    assert loaded.stderr.strip() == (f"using the local workspace already running on {spark_workspace.data_dir}: "
+                                     f"{spark_workspace.host} (pid {os.getpid()})")
     assert loaded.stdout.strip() == "loaded 2 rows into main.sales.by_region"
 
     total = 'str(spark.table("sales.by_region").agg({"amount": "sum"}).first()[0])'

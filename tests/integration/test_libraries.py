@@ -123,3 +123,15 @@ def test_concurrent_installs_of_one_set_run_pip_once(installer: LibraryInstaller
         thread.join()
     assert results[0] == results[1]
     assert sorted("reusing" in log.getvalue() for log in logs) == [False, True]
+
+
+def test_azureml_mlflow_is_provided_and_the_rest_still_installed(installer: LibraryInstaller, tmp_path: Path) -> None:
+    # The step's default --pypi: locally MLflow logs into a local store and needs no plugin, offline.
+    log = io.StringIO()
+    assert installer.install([{"pypi": {"package": "azureml-mlflow"}}], log) == []
+    assert "azureml-mlflow is provided by the local workspace" in log.getvalue()
+    [folder] = installer.install([{"pypi": {"package": "azureml_mlflow>=1.50"}},
+                                  {"pypi": {"package": "amldbx_tiny==0.1"}}], io.StringIO())
+    assert (folder / "amldbx_tiny").is_dir() and not list(folder.glob("azureml*"))
+    with pytest.raises(LibraryInstallError, match="could not install azureml-mlflow-lookalike"):
+        installer.install([{"pypi": {"package": "azureml-mlflow-lookalike"}}], io.StringIO())

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aml_databricks.errors import RunFailedError, StoppedError, UsageError
+
+if TYPE_CHECKING:
+    from aml_databricks.pipeline.console import Console
+    from aml_databricks.pipeline.stopping import Stopper
 
 DEFAULT_DATA_DIR = Path(".aml-databricks")
 BLOB_STORE_MOUNT = "/mnt/azuremlblobstore"  # where the demo mounts the Azure ML blob store in Databricks
@@ -82,25 +88,44 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from aml_databricks.pipeline.graph import topological_order
-    from aml_databricks.pipeline.load import load_pipeline
-    from aml_databricks.pipeline.report import summary_table
-    from aml_databricks.pipeline.runner import PipelineRunner
-    from aml_databricks.pipeline.tracking import LocalTracking
+    from aml_databricks.pipeline.console import Console
+    from aml_databricks.pipeline.stopping import Stopper
 
-    overrides = dict(_key_value(item) for item in args.overrides)
-    graph = load_pipeline(args.pipeline, overrides, args.components)
-    topological_order(graph.nodes)  # a cycle is reported before anything starts
-    data_dir: Path = args.data_dir.resolve()
-    tracking = LocalTracking(data_dir / "mlruns", graph.experiment_name)
+    console = Console()
+    stopper = Stopper()
+    with stopper.installed():
+        try:
+            return _run(args, console, stopper)
+        except StoppedError as stopped:
+            message = str(stopped)  # everything above has unwound: nodes stopped, workspace closed
+        finally:
+            console.close()
+    stopper.hard_exit(message)
+    return stopper.exit_code
+
+
+def _run(args: argparse.Namespace, console: Console, stopper: Stopper) -> int:
+    with console.phase(f"loading {args.pipeline} with azure-ai-ml"):
+        from aml_databricks.pipeline.graph import topological_order
+        from aml_databricks.pipeline.load import load_pipeline
+        from aml_databricks.pipeline.report import summary_table
+        from aml_databricks.pipeline.runner import PipelineRunner
+        from aml_databricks.pipeline.tracking import LocalTracking
+
+        overrides = dict(_key_value(item) for item in args.overrides)
+        graph = load_pipeline(args.pipeline, overrides, args.components)
+        topological_order(graph.nodes)  # a cycle is reported before anything starts
+        data_dir: Path = args.data_dir.resolve()
+        tracking = LocalTracking(data_dir / "mlruns", graph.experiment_name)
     databricks_nodes = [node for node in graph.nodes.values() if node.runs_databricks]
 
-    with _stop_on_sigterm(), _databricks(args, graph, databricks_nodes, data_dir) as target:
-        runner = PipelineRunner(graph, data_dir, databricks=target, tracking=tracking)
+    with _databricks(args, graph, databricks_nodes, data_dir, console, stopper) as target:
+        runner = PipelineRunner(graph, data_dir, databricks=target, tracking=tracking, console=console)
+        stopper.on_last_resort(runner.kill_running)
         result = runner.run()
-    print()
-    print(summary_table(result, relative_to=Path.cwd()))
-    print(f"MLflow: {tracking.tracking_uri} (experiment {graph.experiment_name}, run {result.run_id})")
+    console.say("")
+    console.say(summary_table(result, relative_to=Path.cwd()))
+    console.say(f"MLflow: {tracking.tracking_uri} (experiment {graph.experiment_name}, run {result.run_id})")
     failed = result.failed
     if failed is not None:
         not_run = [n.node for n in result.nodes if n.status == "NotStarted"]
@@ -112,7 +137,8 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 @contextmanager
-def _databricks(args: argparse.Namespace, graph: Any, nodes: Sequence[Any], data_dir: Path) -> Iterator[Any]:
+def _databricks(args: argparse.Namespace, graph: Any, nodes: Sequence[Any], data_dir: Path, console: Console,
+                stopper: Stopper) -> Iterator[Any]:
     """The workspace the Databricks nodes use: --workspace, or a local one for the run's duration."""
     from aml_databricks.pipeline.runner import DATASTORE, DatabricksTarget
 
@@ -139,33 +165,70 @@ def _databricks(args: argparse.Namespace, graph: Any, nodes: Sequence[Any], data
     from aml_databricks.pipeline.notebooks import upload_notebooks
 
     mounts: dict[str, str | Path] = {BLOB_STORE_MOUNT: data_dir / DATASTORE}
-    print(
-        f"starting the local Databricks workspace ({data_dir}, {BLOB_STORE_MOUNT} -> {data_dir / DATASTORE})",
-        flush=True,
-    )
-    with LocalWorkspace(data_dir, mounts=mounts, spark=True) as workspace:
-        print(f"local Databricks workspace at {workspace.host}", flush=True)
-        # each step prints its run's page; this signs a browser in to them while the pipeline runs
-        print(f"run pages: {login_url(workspace.host, workspace.token)}", flush=True)
-        upload_notebooks(workspace.client, graph, nodes, args.notebooks)
-        # No cluster libraries by default: the step would pip-install azureml-mlflow (the demo's
-        # default), which a local notebook does not need to log into the local MLflow store, and
-        # which needs the network. A pipeline that sets the pypi input still gets its packages.
-        yield DatabricksTarget(workspace.host, workspace.token, environment={"AML_DATABRICKS_PYPI": ""})
-
-
-@contextmanager
-def _stop_on_sigterm() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C: the running node is stopped, the workspace shut down, exit 143."""
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        raise StoppedError("stopped by SIGTERM", 143)
-
-    previous = signal.signal(signal.SIGTERM, stop)
+    # A workspace already serving this data dir (`workspace serve`) is used, warm, rather than
+    # opened twice; the blob store mount it gets for the run is put back afterwards.
+    owned = False
     try:
-        yield
+        with LocalWorkspace(data_dir, mounts=mounts, spark=True, say=console.say) as workspace:
+            owned = workspace.borrowed is None
+            if owned:
+                console.say(f"started a local Databricks workspace at {workspace.host} on {data_dir}")
+                pool = workspace.spark
+                if pool is not None:
+                    servers = getattr(pool, "server_pids", list)
+                    stopper.on_last_resort(lambda: _kill(servers()))  # empty once the pool has closed
+                    _warm_up_spark(pool, data_dir, console, stopper)
+            console.say(f"  mount: {BLOB_STORE_MOUNT} -> {data_dir / DATASTORE}")
+            # each node's step prints its run's page; this link signs a browser in to them
+            console.say(f"  run pages: {login_url(workspace.host, workspace.token)}")
+            upload_notebooks(workspace.client, graph, nodes, args.notebooks)
+            # No cluster libraries by default (the demo's azureml-mlflow is provided by the local
+            # workspace anyway); a pipeline that sets the pypi input still gets its packages.
+            yield DatabricksTarget(workspace.host, workspace.token, environment={"AML_DATABRICKS_PYPI": ""})
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if owned:
+            _end_spark_left_behind(data_dir)
+
+
+def _warm_up_spark(pool: Any, data_dir: Path, console: Console, stopper: Stopper) -> None:
+    """Start the default Spark server now, in the background, and say what is happening: the
+    Databricks node would otherwise wait in PENDING, silent, for the whole cold start."""
+    first = not (data_dir / "metastore" / "samples-installed").exists()
+    text = "starting local Spark (" + ("first start of this data dir, ~25 s" if first else "~12 s") + ")"
+
+    def warm() -> None:
+        started = time.monotonic()
+        try:
+            with console.phase(text):
+                pool.acquire({}, 0).release()
+        except Exception as error:  # the node's run reports the failure in full
+            if stopper.signum is None:  # a stop closes the pool under the start: nothing to say
+                console.say(f"local Spark did not start: {str(error).splitlines()[0]}")
+            return
+        console.say(f"local Spark ready after {time.monotonic() - started:.0f} s")
+
+    threading.Thread(target=warm, name="spark-warm-up", daemon=True).start()
+
+
+def _end_spark_left_behind(data_dir: Path) -> None:
+    """SIGKILL any Spark server of our data dir still alive after the workspace closed.
+
+    A stop that comes while the server is starting closes the pool under the starting thread,
+    which then terminates the JVM itself, gracefully and in its own time; the command leaves
+    before that, so nothing of the data dir we owned may be left running.
+    """
+    from aml_databricks.compute.host.jvm import jvm_pids
+
+    deadline = time.monotonic() + 2
+    while (left := jvm_pids(data_dir)) and time.monotonic() < deadline:
+        _kill(left)
+        time.sleep(0.1)
+
+
+def _kill(pids: Sequence[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _key_value(item: str) -> tuple[str, str]:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from aml_databricks.errors import StoppedError, UsageError
+from aml_databricks.pipeline.console import Console
 from aml_databricks.pipeline.graph import (
     Literal,
     Node,
@@ -100,12 +101,16 @@ class PipelineRunner:
         databricks: DatabricksTarget | None = None,
         tracking: LocalTracking | None = None,
         out: TextIO = sys.stdout,
+        console: Console | None = None,
     ) -> None:
+        """Lines go to `console` when given (a live line on a terminal), else plainly to `out`."""
         self.graph = graph
         self.data_dir = data_dir.resolve()
         self.databricks = databricks
         self.tracking = tracking or LocalTracking(self.data_dir / "mlruns", graph.experiment_name)
         self.out = out
+        self.console = console or Console(out, live=False)
+        self._process: subprocess.Popen[str] | None = None
 
     def run(self) -> PipelineResult:
         order = topological_order(self.graph.nodes)  # a cycle fails before anything runs
@@ -208,8 +213,9 @@ class PipelineRunner:
             bufsize=1,
             start_new_session=True,
         )
+        self._process = process
         try:
-            with log.open("w", encoding="utf-8") as log_file:
+            with log.open("w", encoding="utf-8") as log_file, self.console.phase(f"[{node}] running", announce=False):
                 try:
                     self._stream(node, process, log_file)
                 except BaseException:
@@ -221,6 +227,13 @@ class PipelineRunner:
             if process.stdout is not None:
                 process.stdout.close()
             _signal_group(process, signal.SIGKILL)  # nothing a node started outlives it, as in Azure ML
+            self._process = None
+
+    def kill_running(self) -> None:
+        """The last resort of a stop whose cleanup overran: SIGKILL the running node's processes."""
+        process = self._process
+        if process is not None:
+            _signal_group(process, signal.SIGKILL)
 
     def _stream(self, node: str, process: subprocess.Popen[str], log_file: TextIO) -> None:
         """Copy the node's output to the log and the console until every writer has closed it."""
@@ -247,7 +260,7 @@ class PipelineRunner:
             killer.cancel()
 
     def _say(self, line: str) -> None:
-        print(line, file=self.out, flush=True)
+        self.console.say(line)
 
 
 def _status_after(exc: BaseException) -> str:

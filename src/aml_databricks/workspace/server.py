@@ -4,6 +4,12 @@
         ws.client.jobs.submit(...)      # a databricks-sdk WorkspaceClient, ready to use
 
 `aml-databricks workspace serve` is the same object run in the foreground.
+
+One process owns a data dir (`workspace/lock.py`). A `LocalWorkspace` whose data dir is already
+served by a live process *borrows* that workspace instead of opening the same state twice: no
+second Spark, no second Derby metastore. It says so in one line, talks to the running server
+through its API, adds the mounts it was asked for there and puts the previous ones back when it
+stops. `if_running="fail"` (what `serve` uses) refuses instead.
 """
 
 from __future__ import annotations
@@ -12,10 +18,12 @@ import logging
 import os
 import secrets
 import socket
+import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import uvicorn
 
@@ -23,6 +31,7 @@ from aml_databricks.compute.executor import Executor, SparkProvider
 from aml_databricks.compute.protocol import FileSystem
 from aml_databricks.errors import UsageError
 from aml_databricks.workspace.app import Services, build_app
+from aml_databricks.workspace.lock import DataDirLock, RunningWorkspace, WorkspaceInUseError, running_workspace
 from aml_databricks.workspace.objects import Objects
 from aml_databricks.workspace.scheduler import Scheduler
 from aml_databricks.workspace.store import Store
@@ -77,15 +86,21 @@ class LocalWorkspace:
         token: str | None = None,
         mounts: dict[str, str | Path] | None = None,
         storage: dict[str, str | Path] | None = None,
-        spark: bool | SparkProvider = False,
+        spark: bool | SparkProvider = True,
         executor: Executor | None = None,
         max_concurrent_tasks: int = 4,
         faults: str | None = None,
         faults_seed: int | None = None,
+        if_running: Literal["use", "fail"] = "use",
+        say: Callable[[str], None] | None = None,
     ) -> None:
+        """`spark=False` runs notebooks without Spark (no `spark` global; starts in well under a second).
+        `if_running`: what to do when a live process already serves `data_dir` — use it, or raise
+        `WorkspaceInUseError`. `say` prints the one-line notices (default: stderr)."""
         self.data_dir = Path(data_dir).resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.token, self.token_source = resolve_token(self.data_dir, token)
+        self._token_option = token
+        self.token, self.token_source = "", ""
         self._bind = (host, port)
         self.mounts = {k.rstrip("/"): Path(v).resolve() for k, v in (mounts or {}).items()}
         self.storage = {k.rstrip("/"): Path(v).resolve() for k, v in (storage or {}).items()}
@@ -96,11 +111,36 @@ class LocalWorkspace:
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._client: WorkspaceClient | None = None
+        self._if_running = if_running
+        self._say = say or _to_stderr
+        self._lock = DataDirLock(self.data_dir)
+        self._restore_mounts: dict[str, tuple[str, str] | None] = {}
+        self.borrowed: RunningWorkspace | None = None  # the live workspace used instead of starting one
         self.host = ""
 
     # -- life cycle -----------------------------------------------------------------------
 
     def start(self) -> LocalWorkspace:
+        while not self._lock.acquire():
+            running = running_workspace(self.data_dir, wait_s=30)
+            if running is None:
+                continue  # its owner ended between our two looks: the lock is free now
+            if self._if_running == "fail":
+                raise WorkspaceInUseError(f"{self.data_dir} is already served by the workspace at "
+                                          f"{running.describe()}; stop it first or use another data dir")
+            self._borrow(running)
+            return self
+        try:
+            self._start_owned()
+        except BaseException:  # a stop signal may strike mid-start: close what had started
+            self._close_parts()
+            raise
+        # An injected executor may bring its own Spark: only a workspace known to lack it says so.
+        self._lock.publish(self.host, self.token, spark=self.spark is not None or self._executor is not None)
+        return self
+
+    def _start_owned(self) -> None:
+        self.token, self.token_source = resolve_token(self.data_dir, self._token_option)
         self.store = Store(self.data_dir / "workspace.db")
         for folder in self.mounts.values():
             folder.mkdir(parents=True, exist_ok=True)
@@ -143,20 +183,71 @@ class LocalWorkspace:
             if not self._thread.is_alive():
                 raise RuntimeError("the local workspace's HTTP server failed to start")
             threading.Event().wait(0.01)
-        return self
+
+    def _borrow(self, running: RunningWorkspace) -> None:
+        if self._spark_option is not False and not running.spark:
+            raise WorkspaceInUseError(f"{self.data_dir} is served without Spark by {running.describe()}; "
+                                      "stop it, or start it without --no-spark")
+        if self._token_option and self._token_option != running.token:
+            raise WorkspaceInUseError(f"{self.data_dir} is served by {running.describe()} with another token")
+        self.borrowed = running
+        self.host, self.token, self.token_source = running.host, running.token, "the running workspace"
+        self._say(f"using the local workspace already running on {self.data_dir}: {running.describe()}")
+        if self.mounts:
+            current = {m["mountPoint"]: (m["source"], m["local_path"]) for m in self._api("GET", "mounts")["mounts"]}
+            for point, folder in self.mounts.items():
+                folder.mkdir(parents=True, exist_ok=True)
+                self._restore_mounts.setdefault(point, current.get(point))
+                self._api("POST", "mounts", {"mount_point": point, "source": f"file://{folder}",
+                                             "local_path": str(folder)})
+
+    def _give_back(self) -> None:
+        """Put the borrowed workspace's mounts back as they were."""
+        for point, previous in self._restore_mounts.items():
+            try:
+                if previous is None:
+                    self._api("POST", "mounts/delete", {"mount_point": point})
+                else:
+                    self._api("POST", "mounts", {"mount_point": point, "source": previous[0],
+                                                 "local_path": previous[1]})
+            except Exception as error:  # the server may have stopped meanwhile: nothing left to restore
+                log.warning("could not restore mount %s on %s: %s", point, self.host, error)
+        self._restore_mounts.clear()
+        self.borrowed = None
+
+    def _api(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        return self.client.api_client.do(method, f"/api/2.0/local/{path}", body=body)
 
     def stop(self) -> None:
+        if self.borrowed is not None:
+            self._give_back()
+            return
         if self._server is None:
             return
-        self.scheduler.close()
-        self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(10)
-        self.executor.close()
-        if self.spark is not None:
-            self.spark.close()
-        self.store.close()
-        self._server = None
+        self._close_parts()
+
+    def _close_parts(self) -> None:
+        """Close whatever of the owned workspace has started, in reverse order; release the data dir."""
+        try:
+            scheduler = getattr(self, "scheduler", None)
+            if scheduler is not None:
+                scheduler.close()
+            if self._server is not None:
+                self._server.should_exit = True
+                if self._thread is not None:
+                    self._thread.join(10)
+            executor = getattr(self, "executor", None)
+            if executor is not None:
+                executor.close()
+            spark = getattr(self, "spark", None)
+            if spark is not None:
+                spark.close()
+            store = getattr(self, "store", None)
+            if store is not None:
+                store.close()
+            self._server = None
+        finally:
+            self._lock.release()
 
     def __enter__(self) -> LocalWorkspace:
         return self.start()
@@ -215,3 +306,7 @@ class LocalWorkspace:
 
     def _mount_list(self) -> list[dict[str, str]]:
         return [{"mountPoint": p, "source": s, "local_path": local} for p, (s, local) in self.store.mounts().items()]
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)

@@ -9,6 +9,11 @@ Supported: `pypi {package, repo}` (repo = an extra index), and `whl` / `requirem
 exist locally (`dbfs:/x` and `/dbfs/x` name `<data_dir>/dbfs/x`). `jar`, `maven`, `cran` and
 `egg` can't run in a local Python driver: they fail the install with a clear message instead of
 being skipped in silence.
+
+Provided: `azureml-mlflow` (the step's default `--pypi`) is not installed. On Databricks it lets the
+notebook's MLflow log into the Azure ML run; locally the pass-through goes to a local MLflow store
+and needs nothing, and installing it would need the network. Any other library that can't be
+installed still fails the run with LIBRARY_INSTALLATION_ERROR, as on Databricks.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,6 +36,8 @@ from aml_databricks.errors import AmlDatabricksError
 
 UNSUPPORTED = ("jar", "maven", "cran", "egg")
 PIP_TIMEOUT_S = 900
+PROVIDED = frozenset({"azureml-mlflow"})  # normalised names of packages the local workspace stands in for
+_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
 class LibraryInstallError(AmlDatabricksError):
@@ -45,6 +53,7 @@ class LibraryInstaller:
 
     def install(self, libraries: list[dict[str, Any]], log: TextIO) -> list[Path]:
         """Install the libraries (cached); return the folders to put on the driver's path."""
+        libraries = [library for library in libraries if not self._provided(library, log)]
         if not libraries:
             return []
         requirements, indexes = self._requirements(libraries)
@@ -57,6 +66,17 @@ class LibraryInstaller:
                 return [target]
             self._pip_install(requirements, indexes, target, log)
         return [target]
+
+    @staticmethod
+    def _provided(library: dict[str, Any], log: TextIO) -> bool:
+        spec = library.get("pypi")
+        if not isinstance(spec, dict) or spec.get("repo"):
+            return False
+        match = _NAME.match(str(spec.get("package") or ""))
+        if match is None or re.sub(r"[-_.]+", "-", match.group(1)).lower() not in PROVIDED:
+            return False
+        log.write(f"libraries: {spec['package']} is provided by the local workspace (MLflow logs locally)\n")
+        return True
 
     def _requirements(self, libraries: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
         """The pip arguments of each library (sorted) and the extra indexes they name."""
