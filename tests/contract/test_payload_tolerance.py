@@ -88,8 +88,11 @@ def test_a_lone_surrogate_stored_before_checks_does_not_break_listing(workspace:
                              ("jobs/get", {"job_id": job_id})):
             answer = http.get(f"/api/2.1/{call}", params=params)
             assert answer.status_code == 200, (call, answer.text)
-        page = httpx.get(f"{workspace.host}/runs/{run_id}")
-        assert page.status_code == 200
+        with httpx.Client(base_url=workspace.host) as browser:
+            browser.get("/login", params={"token": workspace.token})  # the pages need the sign-in cookie
+            page = browser.get(f"/runs/{run_id}")
+            listing = browser.get("/")
+        assert page.status_code == 200 and listing.status_code == 200
     names = {r.run_id: r.run_name for r in client.jobs.list_runs()}
     assert names[run_id].startswith("bad") and names[run_id].endswith("name")
     assert any(j.job_id == job_id for j in client.jobs.list())

@@ -157,6 +157,7 @@ def _databricks(args: argparse.Namespace, graph: Any, nodes: Sequence[Any], data
         return
     try:
         from aml_databricks.workspace import LocalWorkspace
+        from aml_databricks.workspace.pages.auth import login_url
     except ModuleNotFoundError as exc:
         from aml_databricks.errors import MissingExtraError
 
@@ -178,6 +179,8 @@ def _databricks(args: argparse.Namespace, graph: Any, nodes: Sequence[Any], data
                     stopper.on_last_resort(lambda: _kill(servers()))  # empty once the pool has closed
                     _warm_up_spark(pool, data_dir, console, stopper)
             console.say(f"  mount: {BLOB_STORE_MOUNT} -> {data_dir / DATASTORE}")
+            # each node's step prints its run's page; this link signs a browser in to them
+            console.say(f"  run pages: {login_url(workspace.host, workspace.token)}")
             upload_notebooks(workspace.client, graph, nodes, args.notebooks)
             # No cluster libraries by default (the demo's azureml-mlflow is provided by the local
             # workspace anyway); a pipeline that sets the pypi input still gets its packages.

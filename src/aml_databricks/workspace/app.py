@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import hmac
-import html
 import inspect
 import json
 import logging
@@ -20,7 +19,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from aml_databricks.workspace.errors import (
@@ -39,6 +38,8 @@ from aml_databricks.workspace.mlflow_api import MlflowProxy, is_mlflow_path
 from aml_databricks.workspace.models import FaultPlan, SecretPut, WorkspaceImport, parse
 from aml_databricks.workspace.objects import Objects, decode_content
 from aml_databricks.workspace.openapi import describe
+from aml_databricks.workspace.pages.export import export_run
+from aml_databricks.workspace.pages.routes import page_routes
 from aml_databricks.workspace.scheduler import Scheduler
 from aml_databricks.workspace.secrets import Secrets
 from aml_databricks.workspace.storage_api import FILE_API_PREFIXES, storage_routes
@@ -120,10 +121,10 @@ def build_app(services: Services, *, faults: str | None = None, faults_seed: int
     routes = [
         Route("/openapi.json", lambda _: Response(description, media_type="application/json"), methods=["GET"]),
         Route("/.well-known/databricks-config", _well_known, methods=["GET"]),
-        Route("/runs/{run_id:int}", lambda request: _run_page(services.jobs, request.path_params["run_id"]),
-              methods=["GET"]),
         Route("/api/{rest:path}", api, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
         Route("/ajax-api/{rest:path}", api, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),  # MLflow's UI calls
+        # the run page (run_page_url), runs list, workspace browser, login: workspace/pages/
+        *page_routes(services.jobs, services.objects, services.scheduler.runs_dir, services.token),
     ]
     app: Any = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     injector = FaultInjector(app, parse_faults(faults), faults_seed,
@@ -351,33 +352,11 @@ def api_table(services: Services) -> dict[tuple[str, str], Endpoint]:
         route(f"{base}/reset", lambda c: jobs.reset_job(c.params), "POST")
         route(f"{base}/update", lambda c: jobs.update_job(c.params), "POST")
         route(f"{base}/runs/list", lambda c: jobs.list_runs(c.params))
+        route(f"{base}/runs/export", lambda c: export_run(jobs, services.scheduler.runs_dir, c["run_id"],
+                                                          c["views_to_export"]))
         route(f"{base}/create", lambda c: jobs.create_job(c.params), "POST")
         route(f"{base}/get", lambda c: jobs.get_job(c["job_id"]))
         route(f"{base}/list", lambda c: jobs.list_jobs(c.params))
         route(f"{base}/delete", lambda c: jobs.delete_job(c["job_id"]), "POST")
         route(f"{base}/run-now", lambda c: jobs.run_now(c.params), "POST")
     return table
-
-
-def _run_page(jobs: Jobs, run_id: int) -> Response:
-    """A plain page for the run page URL: state, timings, tasks. No logs and no outputs."""
-    try:
-        run = jobs.get_run(run_id, "2.1")
-    except ApiError as error:
-        return HTMLResponse(f"<p>{html.escape(error.message)}</p>".encode(errors="replace"), status_code=404)
-    rows = "".join(
-        f"<tr><td>{html.escape(str(t.get('task_key')))}</td><td>{t['run_id']}</td>"
-        f"<td>{html.escape(t['state'].get('life_cycle_state', ''))}</td>"
-        f"<td>{html.escape(str(t['state'].get('result_state', '')))}</td>"
-        f"<td>{html.escape(t['state'].get('state_message', ''))}</td></tr>"
-        for t in run.get("tasks", [run])
-    )
-    state = run["state"]
-    body = (
-        f"<h1>Run {run['run_id']}: {html.escape(str(run.get('run_name', '')))}</h1>"
-        f"<p>{html.escape(state.get('life_cycle_state', ''))} {html.escape(str(state.get('result_state', '')))}"
-        f" {html.escape(state.get('state_message', ''))}</p>"
-        f"<table><tr><th>task</th><th>run id</th><th>state</th><th>result</th><th>message</th></tr>{rows}</table>"
-    )
-    page = f"<!doctype html><title>Run {run['run_id']}</title>{body}"
-    return HTMLResponse(page.encode(errors="replace"))  # a name stored before requests were checked

@@ -78,6 +78,7 @@ def serve_command(args: argparse.Namespace) -> int:
                                   "stop it first or use another --data-dir")
     print(f"starting the local Databricks workspace on {args.data_dir} ...", file=sys.stderr, flush=True)
     try:
+        from aml_databricks.workspace.pages.auth import login_url
         from aml_databricks.workspace.server import LocalWorkspace, parse_mapping
     except ModuleNotFoundError as exc:
         raise MissingExtraError("local", "the local workspace") from exc
@@ -102,6 +103,8 @@ def serve_command(args: argparse.Namespace) -> int:
         for point, folder in workspace.mounts.items():
             print(f"  mount: {point} -> {folder}", flush=True)
         print(f"  export DATABRICKS_HOST={workspace.host}", flush=True)
+        # opening it once signs the browser in to the run pages (a cookie; the token is not kept in it)
+        print(f"  pages: {login_url(workspace.host, workspace.token)}", flush=True)
         if workspace.spark is not None:
             print("  Spark starts with the first run (about 15 s, 25 s on a new data dir); Ctrl-C stops",
                   flush=True)

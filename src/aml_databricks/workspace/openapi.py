@@ -79,6 +79,7 @@ PARAMETERS: dict[str, list[Param]] = {
                    ("name", STRING, False), ("page_token", STRING, False), ("expand_tasks", BOOLEAN, False)],
     "/jobs/delete": [("job_id", INT64, True)],
     "/jobs/run-now": [],
+    "/jobs/runs/export": [("run_id", INT64, True), ("views_to_export", STRING, False)],
     "/jobs/runs/cancel-all": [],
     "/jobs/runs/repair": [],
     "/jobs/reset": [],
@@ -119,9 +120,10 @@ ERROR: dict[str, Any] = {
 }
 OTHER_PAGES: dict[str, dict[str, Any]] = {
     "/runs/{run_id}": {"get": {
-        "summary": "The run page (HTML)",
+        "summary": "The run page (HTML; needs the sign-in cookie of workspace/pages/auth.py)",
         "parameters": [{"name": "run_id", "in": "path", "required": True, "schema": INT64}],
         "responses": {"200": {"description": "the run page", "content": {"text/html": {"schema": STRING}}},
+                      "303": {"description": "not signed in: to the sign-in page"},
                       "404": {"description": "no such run", "content": {"text/html": {"schema": STRING}}}},
     }},
     "/.well-known/databricks-config": {"get": {

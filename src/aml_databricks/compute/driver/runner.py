@@ -41,13 +41,14 @@ from aml_databricks.compute.driver.dbutils import (
     NotebookExit,
     resolve_notebook_path,
 )
+from aml_databricks.compute.driver.display import Display, install_dataframe_display
+from aml_databricks.compute.driver.outputs import OutputRecorder, capture_streams, observe_child_runs
 from aml_databricks.compute.driver.paths import PathMapper
 from aml_databricks.compute.driver.redaction import Redactor, SecretChannel
 from aml_databricks.compute.driver.run_context import RunContext
 from aml_databricks.compute.protocol import DriverResult, DriverTask
 from aml_databricks.notebooks import Cell, Notebook
 
-DISPLAY_MAX_ROWS = 1000
 # frames of the driver itself are left out of error traces
 _INTERNAL_FILES = frozenset({__file__, cells.__file__})
 _UNSUPPORTED_CELL_LANGUAGES = {"scala": "Scala", "r": "R"}
@@ -94,8 +95,9 @@ class TaskResult:
 class TaskRunner:
     """Runs one task's code in one namespace."""
 
-    def __init__(self, task: DriverTask, files_dir: Path | None = None) -> None:
+    def __init__(self, task: DriverTask, run_dir: Path | None = None, files_dir: Path | None = None) -> None:
         self.task = task
+        self.run_dir = run_dir  # where the cells' outputs are recorded (None: not recorded)
         self.files_dir = files_dir  # where the notebook's workspace files are copied (None: not copied)
         channel = SecretChannel.from_environment()
         self.redactor = Redactor(on_add=channel.report if channel is not None else None)
@@ -120,6 +122,11 @@ class TaskRunner:
         )
         self.dbutils = DBUtils(context, on_mounts_changed=self._apply_mounts)
         self.namespace: dict[str, Any] = {}
+        # per-cell outputs for the run page and runs/export (compute/driver/outputs.py)
+        self.outputs = OutputRecorder(run_dir, self.redactor.redact)
+        self._display = Display(self.outputs)
+        if self.api is not None:
+            observe_child_runs(self.api, self.outputs)
 
     # --- set-up ------------------------------------------------------------------------------
 
@@ -141,6 +148,9 @@ class TaskRunner:
             delta_notebook.install(self.spark, self.paths)
             _silence_query_context_loggers()
             self._spark_sql_with_local_names()  # outermost: Unity Catalog names first, then Delta's routing
+            install_dataframe_display(self._display)
+        if self.run_dir is not None:
+            capture_streams(self.outputs)
         self.namespace = self._globals()
         if self.task.kind == "notebook":
             self._enter_notebook_folder()
@@ -164,7 +174,7 @@ class TaskRunner:
             "__builtins__": builtins,
             "dbutils": self.dbutils,
             "display": self.display,
-            "displayHTML": display_html,
+            "displayHTML": self._display.display_html,
             "getArgument": self.dbutils.widgets.getArgument,
             "sc": error_text.SPARK_CONTEXT,  # says why there is no SparkContext (Spark Connect)
         }
@@ -181,12 +191,22 @@ class TaskRunner:
     # --- notebooks ---------------------------------------------------------------------------
 
     def run_notebook(self, notebook: Notebook, path: str) -> None:
-        for cell in notebook.cells:
+        top_level = len(self._path_stack) == 1  # cells of a %run notebook are outputs of the %run cell
+        if top_level:
+            self.outputs.notebook([{"index": i, "language": cell.language, "source": cell.source}
+                                   for i, cell in enumerate(notebook.cells)])
+        for index, cell in enumerate(notebook.cells):
             try:
-                self.run_cell(cell, path)
-            except BaseException:
+                if top_level:
+                    with self.outputs.running(index, exits=(NotebookExit, SystemExit)):
+                        self.run_cell(cell, path)
+                else:
+                    self.run_cell(cell, path)
+            except BaseException as error:
                 if self.failed_cell is None:  # unwinding from the innermost %run first
                     self.failed_cell = (path, cell)
+                if top_level and not isinstance(error, NotebookExit | SystemExit):
+                    self.outputs.error(index, *describe_error(error, self.failed_cell))
                 raise
 
     def run_cell(self, cell: Cell, path: str) -> None:
@@ -298,22 +318,7 @@ class TaskRunner:
     # --- output ------------------------------------------------------------------------------
 
     def display(self, value: Any = None, *args: Any, **kwargs: Any) -> None:
-        """A bounded text rendering of a DataFrame (Spark or pandas) or any value, in the run's output."""
-        if value is None:
-            return
-        if hasattr(value, "show") and hasattr(value, "columns"):  # a Spark DataFrame
-            if len(value.columns):  # DDL statements return a DataFrame without columns
-                value.show(DISPLAY_MAX_ROWS, truncate=100)
-            return
-        if hasattr(value, "to_string") and hasattr(value, "head"):  # a pandas DataFrame
-            print(value.head(DISPLAY_MAX_ROWS).to_string(), flush=True)
-            return
-        if isinstance(value, list):
-            for item in value[:DISPLAY_MAX_ROWS]:
-                print(item)
-            sys.stdout.flush()
-            return
-        print(value, flush=True)
+        self._display.display(value, *args, **kwargs)
 
     # --- python files ------------------------------------------------------------------------
 
@@ -332,10 +337,6 @@ def _silence_query_context_loggers() -> None:
 
     for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
         PySparkLogger.getLogger(name).disabled = True
-
-
-def display_html(html: str) -> None:
-    print(html, flush=True)
 
 
 # --- errors --------------------------------------------------------------------------------------
@@ -417,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     runner: TaskRunner | None = None
     try:
         task = DriverTask.read(run_dir)
-        runner = TaskRunner(task, files_dir=run_dir / "workspace")
+        runner = TaskRunner(task, run_dir, files_dir=run_dir / "workspace")
         redactor = runner.redactor
         for stream in (sys.stdout, sys.stderr):
             if isinstance(stream, io.TextIOWrapper):
