@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -44,3 +45,17 @@ def test_a_bad_wait_seconds_is_a_parameter_error(client: WorkspaceClient, bad: s
     run_id = client.jobs.submit(run_name="quick", tasks=[task]).run_id
     with pytest.raises(InvalidParameterValue, match="wait_seconds"):
         held_get(client, run_id, bad)
+
+
+def test_a_change_the_client_has_not_seen_is_answered_at_once(client: WorkspaceClient) -> None:
+    # The run turns RUNNING before the client's held call starts: holding for the *next* change would
+    # hide RUNNING until the run ends. With the state it last saw, the client gets RUNNING at once.
+    path = upload_notebook(client, "/Users/me/long_poll_unseen", "import time\ntime.sleep(3)\n")
+    task = SubmitTask(task_key="main", existing_cluster_id="local", notebook_task=NotebookTask(notebook_path=path))
+    run_id = client.jobs.submit(run_name="unseen", tasks=[task]).run_id
+    while client.jobs.get_run(run_id).state.life_cycle_state.value in ("QUEUED", "PENDING"):  # type: ignore[union-attr]
+        time.sleep(0.02)
+    body = client.api_client.do("GET", "/api/2.2/jobs/runs/get", query={
+        "run_id": run_id, "wait_seconds": 30, "seen_life_cycle_state": "PENDING"})
+    assert isinstance(body, dict)
+    assert body["state"]["life_cycle_state"] == "RUNNING"

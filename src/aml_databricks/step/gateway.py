@@ -195,22 +195,25 @@ class Gateway:
             raise RunFailedError("the workspace accepted the run but returned no run_id")
         return run_id
 
-    def get_run(self, run_id: int, *, wait_seconds: int = 0) -> RunObservation:
+    def get_run(self, run_id: int, *, wait_seconds: int = 0, seen: str | None = None) -> RunObservation:
         """runs/get. With `wait_seconds`, ask the server to hold the answer until the run changes or
         that many seconds pass (`wait_seconds` is the local workspace's long-poll extension; a real
-        Databricks ignores it and answers at once, and one that refuses it (400) is not asked again)."""
+        Databricks ignores it and answers at once, and one that refuses it (400) is not asked again).
+        `seen`: the life-cycle state last shown, so a change the step has not seen yet is answered at once."""
         # Raw JSON rather than `jobs.get_run`: the SDK turns an unknown lifecycle state into None,
         # and the log should name it.
         query: dict[str, Any] = {"run_id": run_id}
         if wait_seconds > 0 and self.long_poll:
             query["wait_seconds"] = wait_seconds
+            if seen:
+                query["seen_life_cycle_state"] = seen
         try:
             with api_errors("poll the run"):
                 body = self.client.api_client.do("GET", "/api/2.2/jobs/runs/get", query=query)
         except UsageError:
             if "wait_seconds" not in query:
                 raise
-            self.long_poll = False
+            self.long_poll = False  # a server that refuses the extension's parameters
             return self.get_run(run_id)
         assert isinstance(body, dict)
         return RunObservation.from_response(body)

@@ -203,7 +203,8 @@ class _StepRun:
 
         def poll() -> RunObservation:
             seen[0] = unless_stopped(
-                lambda: self.api.get_run(run_id, wait_seconds=hold), self.stop.event, fallback=seen[0]
+                lambda: self.api.get_run(run_id, wait_seconds=hold, seen=seen[0].life_cycle_state),
+                self.stop.event, fallback=seen[0],
             )
             return seen[0]
 

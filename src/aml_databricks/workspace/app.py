@@ -337,7 +337,8 @@ def api_table(services: Services) -> dict[tuple[str, str], Endpoint]:
     route("/api/2.0/local/admin/faults", admin_faults, "POST", who="user")
     route("/api/2.0/local/admin/inject", admin_inject, "POST", who="user")
     async def held_run(c: Call) -> Response:  # runs/get, with the optional wait_seconds long-poll
-        body = await held_run_json(jobs, c["run_id"], c.version, c["wait_seconds"], _flag(c["include_history"]))
+        body = await held_run_json(jobs, c["run_id"], c.version, c["wait_seconds"], _flag(c["include_history"]),
+                                   c["seen_life_cycle_state"])
         return Response(body, media_type="application/json")
 
     for version in JOB_VERSIONS:

@@ -25,14 +25,16 @@ CHECK_S = 0.05  # how often a held request looks at the run's change stamp
 
 
 async def held_run_json(
-    jobs: Jobs, run_id: Any, version: str, wait_seconds: Any, include_history: bool = False
+    jobs: Jobs, run_id: Any, version: str, wait_seconds: Any, include_history: bool = False, seen: Any = None
 ) -> bytes:
-    """runs/get's body, held up to `wait_seconds` for the run to change."""
+    """runs/get's body, held up to `wait_seconds` for the run to change. `seen`: the life-cycle state the
+    client last saw (`seen_life_cycle_state`); a run already past it is answered at once, since a change
+    that happened between two polls would otherwise wait for the next one."""
     seconds = _seconds(wait_seconds)
     number = run_id if isinstance(run_id, int) else int(run_id) if str(run_id).isdigit() else None
     stamp = jobs.store.run_stamp(number) if number is not None else None  # read before the render
     body = jobs.get_run_json(run_id, version, include_history)  # raises for a run that does not exist
-    if not seconds or stamp is None or _terminal(body):
+    if not seconds or stamp is None or _terminal(body) or (seen and _life_cycle(body) != seen):
         return body
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
@@ -55,6 +57,10 @@ def _seconds(value: Any) -> int:
     return min(seconds, MAX_WAIT_S)
 
 
-def _terminal(body: bytes) -> bool:
+def _life_cycle(body: bytes) -> str | None:
     state = json.loads(body).get("state") or {}
-    return state.get("life_cycle_state") in TERMINAL_NAMES
+    return state.get("life_cycle_state")
+
+
+def _terminal(body: bytes) -> bool:
+    return _life_cycle(body) in TERMINAL_NAMES

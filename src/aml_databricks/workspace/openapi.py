@@ -63,7 +63,8 @@ PARAMETERS: dict[str, list[Param]] = {
                             ("seconds", {"type": "number"}, False), ("state_message", STRING, False)],
     "/jobs/runs/submit": [],
     "/jobs/runs/get": [("run_id", INT64, True), ("include_history", BOOLEAN, False),
-                       ("wait_seconds", {"type": "integer", "minimum": 0}, False)],  # held up to 30 s
+                       ("wait_seconds", {"type": "integer", "minimum": 0}, False),  # held up to 30 s
+                       ("seen_life_cycle_state", STRING, False)],
     "/jobs/runs/get-output": [("run_id", INT64, True)],
     "/jobs/runs/cancel": [("run_id", INT64, True)],
     "/jobs/runs/delete": [("run_id", INT64, True)],
