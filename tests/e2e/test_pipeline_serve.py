@@ -121,6 +121,23 @@ def alive(process: tuple[int, str]) -> bool:
     return fields[19] == process[1] and fields[0] != "Z"
 
 
+def still_alive(started: set[tuple[int, str]], settle_s: float = 3.0) -> list[tuple[int, str]]:
+    """The started processes still alive `settle_s` after the command ended, with their command lines.
+    The settle is for a child that ends by itself but has no parent-death signal: spark-submit's launcher
+    JVM, forked by the script whose own process is killed, finishes printing the server's command line."""
+    deadline = time.monotonic() + settle_s
+    while (left := [p for p in started if alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return [(pid, _command_line(pid)) for pid, _ in left]
+
+
+def _command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:200]
+    except OSError:
+        return "?"
+
+
 def stop_at(command: list[str], trigger: str | None, delay: float, signum: int
             ) -> tuple[int | None, float, str, set[tuple[int, str]]]:
     """Start `command`; `delay` s after it prints a line containing `trigger` (after its start when
@@ -210,7 +227,7 @@ def test_twenty_stops_at_random_moments_all_end_in_time_and_leave_nothing(
             problems.append(f"{what}: exit {code}, not {expected}\n{out[-2000:]}")
         if took > STOP_BOUND_S:
             problems.append(f"{what}: took {took:.1f} s to end")
-        left = [p for p in started if alive(p)]
+        left = still_alive(started)
         if left:
             problems.append(f"{what}: processes left: {left}")
         if kind == "cold" and jvm_pids(data_dir):
