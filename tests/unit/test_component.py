@@ -154,7 +154,7 @@ def test_the_environment_is_built_from_the_exported_wheel_not_an_index_and_not_d
     assert spec()["environment"] == f"azureml:{environment['name']}:{environment['version']}"
     dockerfile = DOCKERFILE.read_text()
     assert "COPY aml_databricks-*.whl" in dockerfile
-    assert "pip install --no-cache-dir /tmp/wheels/aml_databricks-" in dockerfile
+    assert "pip install --no-cache-dir /opt/wheels/aml_databricks-" in dockerfile
     assert "databricks-cli" not in dockerfile
 
 

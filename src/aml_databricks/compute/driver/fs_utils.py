@@ -48,7 +48,7 @@ class FsUtils(Help):
         if local.is_file():
             return [self._info(dir, local, local.name)]
         base = dir if dir.endswith("/") else dir + "/"
-        if base.startswith("/"):  # Databricks names DBFS entries with their scheme: dbfs:/tmp/x
+        if base.startswith("/"):  # Databricks names DBFS entries with their scheme: dbfs:/data/x
             base = "dbfs:" + base
         return [self._info(base + child.name, child, child.name) for child in sorted(local.iterdir())]
 
