@@ -65,7 +65,11 @@ def console_main() -> NoReturn:
     """The console script. A command that sets `exit_fast` (the step: its outputs are all written
     and flushed when it returns) leaves with `os._exit`: tearing down an interpreter that imported
     databricks-sdk costs a third of a second, and Azure ML waits for the process to end."""
-    code, fast = _dispatch(None)
+    try:
+        code, fast = _dispatch(None)
+    except KeyboardInterrupt:  # Ctrl-C before a command took over its signals (while importing it)
+        print("aml-databricks: error: stopped by Ctrl-C", file=sys.stderr)
+        exit_now(130)
     if fast:
         exit_now(code)
     sys.exit(code)
