@@ -19,7 +19,7 @@ from typing import Any
 
 from aml_databricks.component import COMPONENT_FILE, COMPONENT_NAME
 from aml_databricks.component.sdk import azure_ml, one_line
-from aml_databricks.errors import UsageError
+from aml_databricks.errors import StoppedError, UsageError
 from aml_databricks.pipeline.graph import (
     Binding,
     InputSpec,
@@ -97,6 +97,8 @@ def load_pipeline(
 def _load_yaml(ml: Any, path: Path) -> Any:
     try:
         return ml.load_job(path)
+    except StoppedError:  # a Ctrl-C or SIGTERM while azure-ai-ml loads is a stop, not a bad pipeline
+        raise
     except Exception as exc:  # azure-ai-ml raises marshmallow, its own and YAML errors alike
         raise UsageError(f"{path}: invalid pipeline: {one_line(exc)}") from exc
 
@@ -121,7 +123,7 @@ def _load_dsl(source: PipelineSource) -> Any:
         raise UsageError(f"{source}: no function '{source.function}'")
     try:
         return build()
-    except UsageError:
+    except (UsageError, StoppedError):
         raise
     except Exception as exc:
         raise UsageError(f"{source}: building the pipeline failed: {one_line(exc)}") from exc
