@@ -36,9 +36,9 @@ def test_upload_to_the_mount_lands_in_the_datastore_and_downloads_back(storage_c
 
 def test_a_dbfs_file_is_where_a_notebook_opens_it(storage_workspace: LocalWorkspace,
                                                   storage_client: WorkspaceClient) -> None:
-    storage_client.dbfs.put("/tmp/shared/hello.txt", contents=base64.b64encode(b"hi from the API").decode(),
+    storage_client.dbfs.put("/shared/hello.txt", contents=base64.b64encode(b"hi from the API").decode(),
                             overwrite=True)
-    notebook_view = PathMapper.from_config(storage_workspace.fs_table()).python_local("/dbfs/tmp/shared/hello.txt")
+    notebook_view = PathMapper.from_config(storage_workspace.fs_table()).python_local("/dbfs/shared/hello.txt")
     assert Path(notebook_view).read_bytes() == b"hi from the API"
 
 
@@ -120,7 +120,7 @@ def test_mounts_and_volumes_are_listed_where_databricks_shows_them(storage_clien
         storage_client.dbfs.delete("/mnt/azuremlblobstore", recursive=True)
 
 
-@pytest.mark.parametrize("path", ["/../../etc/passwd", "/tmp/../../x", "relative/x", "file:/etc/passwd",
+@pytest.mark.parametrize("path", ["/../../etc/passwd", "/data/../../x", "relative/x", "file:/etc/passwd",
                                   "/mnt/azuremlblobstore/../../secret"])
 def test_paths_that_climb_out_are_refused(storage_client: WorkspaceClient, path: str) -> None:
     with pytest.raises(InvalidParameterValue):

@@ -97,7 +97,7 @@ def test_remote_dbutils_fs_on_a_volume(storage_client: WorkspaceClient) -> None:
     assert not storage_client.dbfs.exists(f"{VOLUME}/dbutils")
 
 
-@pytest.mark.parametrize("path", ["/Volumes/main/default/landing/../../../../etc/passwd", "/tmp/x.txt",
+@pytest.mark.parametrize("path", ["/Volumes/main/default/landing/../../../../etc/passwd", "/data/x.txt",
                                   "/Volumes/main/default"])
 def test_files_api_paths_outside_a_volume_are_refused(storage_client: WorkspaceClient, path: str) -> None:
     with pytest.raises(InvalidParameterValue):
