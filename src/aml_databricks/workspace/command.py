@@ -77,6 +77,9 @@ def serve_command(args: argparse.Namespace) -> int:
         raise WorkspaceInUseError(f"{args.data_dir} is already served by the workspace at {running.describe()}; "
                                   "stop it first or use another --data-dir")
     print(f"starting the local Databricks workspace on {args.data_dir} ...", file=sys.stderr, flush=True)
+    from aml_databricks.sdk_import import defer_package_init
+
+    defer_package_init()  # the server needs a few SDK service modules, not the whole SDK, to answer
     try:
         from aml_databricks.workspace.pages.auth import login_url
         from aml_databricks.workspace.server import LocalWorkspace, parse_mapping
