@@ -13,8 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from aml_databricks.workspace.openapi import describe
+from aml_databricks.workspace.openapi import check_described, describe
 from aml_databricks.workspace.server import LocalWorkspace
+from tests.fixtures_workspace import upload_notebook
 
 schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
@@ -36,8 +37,11 @@ def fuzzed_workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Local
 
 
 def test_the_description_is_built_from_the_served_route_table(fuzzed_workspace: LocalWorkspace) -> None:
-    # The app builds /openapi.json from its route table and `describe` raises for a route it has no
-    # entry for: a new route without a description fails every test that starts a workspace.
+    # The app checks its route table against the description when it is built (and builds /openapi.json
+    # from it on the first request): a new route without a description fails every test that starts a
+    # workspace.
+    with pytest.raises(KeyError, match="no description"):
+        check_described([("GET", "/api/2.0/something/new")])  # what the app checks when it is built
     with pytest.raises(KeyError, match="no description"):
         describe([("GET", "/api/2.0/something/new")])
     served = httpx.get(f"{fuzzed_workspace.host}/openapi.json").json()
@@ -75,3 +79,53 @@ def test_generated_requests_never_get_a_server_error(fuzzed_workspace: LocalWork
 
     assert failures == []
     assert sent >= 2000
+
+
+# The operations a run and a job go through, linked in the description (openapi.LINKS).
+LIFECYCLE = r"/api/2\.1/jobs/(runs/(submit|get|get-output|cancel|delete|export|list)|create|run-now|get|delete)$"
+STATEFUL_SCENARIOS = 40
+STATEFUL_STEPS = 8
+NOTEBOOK = "/Users/fuzz/lifecycle"
+
+
+def runnable(body: Any) -> dict[str, Any]:
+    """A submit/create body that starts a real run: generated ones are almost never valid (the stateless
+    test covers those), and a sequence needs ids that exist. A generated `run_name`/`name` is kept."""
+    settings_: dict[str, Any] = {"tasks": [{"task_key": "t", "existing_cluster_id": "local",
+                                            "notebook_task": {"notebook_path": NOTEBOOK}}]}
+    if isinstance(body, dict):
+        for key in ("run_name", "name"):
+            if isinstance(body.get(key), str):
+                settings_[key] = body[key]
+    return settings_
+
+
+def test_linked_sequences_never_get_a_server_error(fuzzed_workspace: LocalWorkspace) -> None:
+    # schemathesis follows the description's links: a submitted run is read, its task's output read,
+    # cancelled, exported, deleted; a created job is run, its runs listed, the job deleted. Each step's
+    # answer is checked as in the stateless test.
+    upload_notebook(fuzzed_workspace.client, NOTEBOOK,
+                    "import time\ntime.sleep(0.3)\ndbutils.notebook.exit('done')\n")
+    loaded = schemathesis.openapi.from_url(f"{fuzzed_workspace.host}/openapi.json")
+    loaded.config.update(base_url=fuzzed_workspace.host,
+                         headers={"Authorization": f"Bearer {fuzzed_workspace.token}"})
+    api = loaded.include(path_regex=LIFECYCLE)
+    followed: list[str] = []
+
+    class Lifecycle(api.as_state_machine()):  # type: ignore[misc]
+        def before_call(self, case: Any) -> None:
+            if case.operation.path.endswith(("/runs/submit", "/jobs/create")):
+                case.body = runnable(case.body)
+            elif case.operation.path.endswith("/run-now") and isinstance(case.body, dict):
+                case.body = {"job_id": case.body.get("job_id")}  # the linked job; other fields are fuzzed stateless
+
+        def validate_response(self, response: Any, case: Any, additional_checks: Any = None, **kwargs: Any) -> None:
+            followed.append(f"{case.operation.path.rsplit('/jobs/', 1)[1]} {response.status_code}")
+            case.validate_response(response, checks=[not_a_server_error, response_schema_conformance])
+
+    Lifecycle.run(settings=settings(max_examples=STATEFUL_SCENARIOS, stateful_step_count=STATEFUL_STEPS,
+                                    deadline=None, suppress_health_check=list(HealthCheck), database=None))
+    answered = {step for step in followed if step.endswith(" 200")}
+    for reached in ("runs/submit 200", "runs/get 200", "runs/get-output 200", "runs/cancel 200", "create 200",
+                    "run-now 200"):
+        assert reached in answered, f"never reached: {reached} ({sorted(set(followed))})"

@@ -37,7 +37,7 @@ from aml_databricks.workspace.long_poll import held_run_json
 from aml_databricks.workspace.mlflow_api import MlflowProxy, is_mlflow_path
 from aml_databricks.workspace.models import FaultPlan, SecretPut, WorkspaceImport, parse
 from aml_databricks.workspace.objects import Objects, decode_content
-from aml_databricks.workspace.openapi import describe
+from aml_databricks.workspace.openapi import check_described, describe
 from aml_databricks.workspace.pages.export import export_run
 from aml_databricks.workspace.pages.routes import page_routes
 from aml_databricks.workspace.scheduler import Scheduler
@@ -116,10 +116,16 @@ def build_app(services: Services, *, faults: str | None = None, faults_seed: int
             problem.status = 405
         return ApiJSON(problem.body(), status_code=problem.status)
 
-    description = encode_json(describe(table))  # every route in the table, or `describe` raises
+    check_described(table)  # every route in the table, or the app is not built
+    description: list[bytes] = []  # built on its first request: 30-70 ms of pydantic a start need not pay
+
+    def openapi(_: Request) -> Response:
+        if not description:
+            description.append(encode_json(describe(table)))
+        return Response(description[0], media_type="application/json")
 
     routes = [
-        Route("/openapi.json", lambda _: Response(description, media_type="application/json"), methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
         Route("/.well-known/databricks-config", _well_known, methods=["GET"]),
         Route("/api/{rest:path}", api, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
         Route("/ajax-api/{rest:path}", api, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),  # MLflow's UI calls

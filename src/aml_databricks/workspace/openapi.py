@@ -114,6 +114,39 @@ BODIES: dict[tuple[str, str], type[BaseModel]] = {
 
 _PREFIX = re.compile(r"^/api/[^/]+")
 
+# OpenAPI links: what an answer's ids let a client call next, so a stateful fuzzer can follow a run and a
+# job through their lives (submit -> get -> get-output -> cancel -> delete; create -> run-now -> list -> delete).
+# (method, path without prefix) -> name -> (target method, target path, {parameter: runtime expression});
+# a target that takes a body gets the parameters as its JSON body.
+_RUN = "$response.body#/run_id"
+_TASK_RUN = "$response.body#/tasks/0/run_id"
+_JOB = "$response.body#/job_id"
+LINKS: dict[tuple[str, str], dict[str, tuple[str, str, dict[str, str]]]] = {
+    ("POST", "/jobs/runs/submit"): {
+        "GetRun": ("GET", "/jobs/runs/get", {"run_id": _RUN}),
+        "CancelRun": ("POST", "/jobs/runs/cancel", {"run_id": _RUN}),
+    },
+    ("POST", "/jobs/run-now"): {
+        "GetRun": ("GET", "/jobs/runs/get", {"run_id": _RUN}),
+        "CancelRun": ("POST", "/jobs/runs/cancel", {"run_id": _RUN}),
+    },
+    ("GET", "/jobs/runs/get"): {
+        "GetTaskOutput": ("GET", "/jobs/runs/get-output", {"run_id": _TASK_RUN}),
+        "CancelRun": ("POST", "/jobs/runs/cancel", {"run_id": _RUN}),
+        "ExportRun": ("GET", "/jobs/runs/export", {"run_id": _TASK_RUN}),
+        "DeleteRun": ("POST", "/jobs/runs/delete", {"run_id": _RUN}),
+    },
+    ("POST", "/jobs/runs/cancel"): {
+        "GetRun": ("GET", "/jobs/runs/get", {"run_id": "$request.body#/run_id"}),
+    },
+    ("POST", "/jobs/create"): {
+        "RunNow": ("POST", "/jobs/run-now", {"job_id": _JOB}),
+        "GetJob": ("GET", "/jobs/get", {"job_id": _JOB}),
+        "ListRuns": ("GET", "/jobs/runs/list", {"job_id": _JOB}),
+        "DeleteJob": ("POST", "/jobs/delete", {"job_id": _JOB}),
+    },
+}
+
 ERROR: dict[str, Any] = {
     "type": "object",
     "properties": {"error_code": STRING, "message": STRING},
@@ -158,6 +191,13 @@ class Undescribed(KeyError):
     """A served route with no entry here: add its parameters to PARAMETERS (and BODIES)."""
 
 
+def check_described(routes: Iterable[tuple[str, str]]) -> None:
+    """Raise `Undescribed` for the first of `routes` with no entry here (cheap: no schema is built)."""
+    for method, path in routes:
+        if _PREFIX.sub("", path) not in PARAMETERS:
+            raise Undescribed(f"{method} {path} has no description in workspace/openapi.py")
+
+
 def describe(routes: Iterable[tuple[str, str]]) -> dict[str, Any]:
     """The OpenAPI 3.1 document of `routes` ((method, path) pairs as the app's table holds them)."""
     paths: dict[str, dict[str, Any]] = {}
@@ -188,8 +228,15 @@ def _operation(method: str, path: str, schemas: dict[str, Any]) -> dict[str, Any
     if short not in PARAMETERS:
         raise Undescribed(f"{method} {path} has no description in workspace/openapi.py")
     params = PARAMETERS[short]
-    operation: dict[str, Any] = {"operationId": f"{method.lower()}{path.replace('/', '_').replace('.', '_')}",
-                                 "responses": _responses()}
+    operation: dict[str, Any] = {"operationId": _operation_id(method, path), "responses": _responses()}
+    links = LINKS.get((method, short))
+    if links:
+        version = path[: len(path) - len(short)]
+        operation["responses"]["200"]["links"] = {
+            name: {"operationId": _operation_id(target_method, version + target),
+                   **({"parameters": values} if target_method == "GET" else {"requestBody": values})}
+            for name, (target_method, target, values) in links.items()
+        }
     model = BODIES.get((method, short))
     if model is not None:
         name = model.__name__
@@ -209,6 +256,10 @@ def _operation(method: str, path: str, schemas: dict[str, Any]) -> dict[str, Any
             "required": [name for name, _, required in params if required],
         }}}}
     return operation
+
+
+def _operation_id(method: str, path: str) -> str:
+    return f"{method.lower()}{path.replace('/', '_').replace('.', '_')}"
 
 
 def _responses() -> dict[str, Any]:
