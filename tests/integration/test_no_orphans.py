@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.core import Config
-from databricks.sdk.service.jobs import NotebookTask, RunLifeCycleState, SubmitTask
+from databricks.sdk.service.jobs import NotebookTask, RunLifeCycleState, SparkPythonTask, SubmitTask
 
+from aml_databricks.compute.host import procs
 from tests.fixtures_workspace import upload_notebook
 
 pytestmark = [pytest.mark.server, pytest.mark.subprocess]
@@ -136,3 +137,40 @@ def test_kill_9_without_spark_leaves_no_driver(tmp_path: Path, tracked: set[int]
     assert descendants(process.pid), "no driver process was started"
 
     assert not kill_and_wait(process, tracked)
+
+
+def sleeps(marker: str) -> set[int]:
+    """Live `sleep <marker>...` processes anywhere on the machine: a `%sh` command's background job is
+    reparented away from the workspace as soon as its shell exits."""
+    found = {pid for pid, args in procs.command_lines(marker).items() if args[0] == "sleep"}
+    return living(found)
+
+
+def test_kill_9_without_spark_leaves_nothing_a_driver_started(tmp_path: Path, tracked: set[int]) -> None:
+    # What a driver starts outlives it unless someone ends it: a `%sh` command sent to the background,
+    # a Python-file task's subprocess, and one that made a process group of its own.
+    process, host = serve(tmp_path / "data", "--no-spark")
+    tracked.add(process.pid)
+    client = connect(host)
+    marker = f"1000.{os.getpid()}{time.monotonic_ns() % 10**6}"  # sleep takes a fraction: ours alone
+    notebook = upload_notebook(
+        client, "/Users/me/background",
+        f"# MAGIC %sh\n# MAGIC sleep {marker}1 &\n\n# COMMAND ----------\n\nimport time\ntime.sleep(300)\n",
+    )
+    script = tmp_path / "spawns.py"
+    script.write_text("import subprocess, time\n"
+                      f"subprocess.Popen(['sleep', '{marker}2'])\n"
+                      f"subprocess.Popen(['sleep', '{marker}3'], process_group=0)\n"
+                      "time.sleep(300)\n")
+    running(client, notebook)
+    client.jobs.submit(run_name="python file", tasks=[SubmitTask(
+        task_key="t", existing_cluster_id="local", spark_python_task=SparkPythonTask(python_file=str(script)))])
+    deadline = time.monotonic() + 120
+    while len(sleeps(marker)) < 3:
+        assert time.monotonic() < deadline, f"the sleeps did not start: {sleeps(marker)}"
+        time.sleep(0.1)
+    tracked.update(sleeps(marker))
+
+    left = kill_and_wait(process, tracked)
+
+    assert not left, f"outlived the workspace: {[Path(f'/proc/{pid}/cmdline').read_bytes() for pid in left]}"

@@ -35,6 +35,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from aml_databricks.compute.host import lifeline
 from aml_databricks.workspace.errors import ApiError, InternalError
 
 MLFLOW_PREFIXES = ("/api/2.0/mlflow/", "/api/3.0/mlflow/", "/ajax-api/2.0/mlflow/", "/ajax-api/3.0/mlflow/")
@@ -171,8 +172,10 @@ class MlflowProxy:
         self._socket_dir = tempfile.mkdtemp(prefix="aml-databricks-mlflow-")
         socket_path = os.path.join(self._socket_dir, "server.sock")
         with self.log_path.open("ab") as log_file:
-            self._process = subprocess.Popen(
+            # dies with the workspace, however it ends (lifeline.py), and so does what it starts
+            self._process = lifeline.popen(
                 [sys.executable, "-m", "aml_databricks.workspace.mlflow_backend", str(self.data_dir), socket_path],
+                death_signal=signal.SIGTERM,
                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
         client = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=socket_path), base_url="http://mlflow",
                                    timeout=httpx.Timeout(None, connect=10.0))

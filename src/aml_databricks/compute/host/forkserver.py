@@ -36,7 +36,7 @@ import sys
 import threading
 from typing import Any
 
-from aml_databricks.compute.host import lifeline, procs
+from aml_databricks.compute.host import lifeline, procs, warden
 from aml_databricks.compute.protocol import SECRET_FD_ENV
 
 _MAX_MESSAGE = 1 << 20
@@ -178,7 +178,12 @@ class DriverForkServer:
             for fd in received:
                 os.close(fd)
             raise RuntimeError("the driver fork server did not answer")
-        return ForkedDriver(int(json.loads(reply)["pid"]), received[0])
+        pid = int(json.loads(reply)["pid"])
+        # The fork server ends its drivers' process groups when the workspace dies; the warden ends the
+        # rest of their sessions (a `%sh` child that made a process group of its own) and covers a fork
+        # server killed outright.
+        warden.guard(pid)
+        return ForkedDriver(pid, received[0])
 
     def close(self) -> None:
         self._socket.close()  # the server's read sees the end and it exits; forked drivers go on

@@ -8,6 +8,11 @@ worker, a cluster start), so every start goes through one long-lived thread here
 as the process. A child whose parent died between `fork` and `prctl` would never get the signal: it
 checks its parent after arming and exits at once if it was orphaned already.
 
+The signal reaches only the process started here, not what *it* starts (the kernel clears it in
+children). A process started with `start_new_session=True` leads a session its descendants stay in,
+and that session is handed to the warden (warden.py), which SIGKILLs what is left of it when this
+process dies.
+
 Elsewhere than Linux `prctl` does not exist: processes start as plain `subprocess.Popen`.
 """
 
@@ -22,6 +27,8 @@ import sys
 import threading
 from concurrent.futures import Future
 from typing import Any
+
+from aml_databricks.compute.host import warden
 
 _PR_SET_PDEATHSIG = 1
 
@@ -54,7 +61,8 @@ def arm(sig: signal.Signals = signal.SIGKILL, expected_parent: int | None = None
 
 def popen(*args: Any, death_signal: signal.Signals = signal.SIGKILL, **kwargs: Any) -> subprocess.Popen[Any]:
     """`subprocess.Popen(*args, **kwargs)`, started from the long-lived thread and armed with
-    `death_signal` for when this process dies. Raises what `Popen` raises."""
+    `death_signal` for when this process dies; with `start_new_session=True` its session is guarded
+    too (warden.py). Raises what `Popen` raises."""
     if _PRCTL is None:
         return subprocess.Popen(*args, **kwargs)
     parent = os.getpid()
@@ -62,7 +70,10 @@ def popen(*args: Any, death_signal: signal.Signals = signal.SIGKILL, **kwargs: A
     done: Future[subprocess.Popen[Any]] = Future()
     _jobs.put((done, args, kwargs))
     _ensure_thread()
-    return done.result()
+    process = done.result()
+    if kwargs.get("start_new_session"):
+        warden.guard(process.pid)
+    return process
 
 
 def _ensure_thread() -> None:
