@@ -25,13 +25,14 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from aml_databricks.compute.host import lifeline
+from aml_databricks.compute.host import lifeline, procs
 from aml_databricks.compute.protocol import dbfs_root
 from aml_databricks.errors import AmlDatabricksError
 
@@ -132,14 +133,16 @@ class LibraryInstaller:
             command += ["-r", argument[3:]] if argument.startswith("-r ") else [argument]
         log.write(f"libraries: pip install {' '.join(requirements)} -> {target}\n")
         log.flush()
-        # armed to die with the workspace: an install must not go on after a kill -9 of it
+        # armed to die with the workspace: an install must not go on after a kill -9 of it; its own session,
+        # so what it starts (a package's build) is ended with it (warden.py)
         pip = lifeline.popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         try:
             stdout, stderr = pip.communicate(timeout=PIP_TIMEOUT_S)
         except subprocess.TimeoutExpired as error:
-            pip.kill()
+            procs.send(pip.pid, signal.SIGKILL, group=True)
             pip.communicate()
             shutil.rmtree(staging, ignore_errors=True)
             raise LibraryInstallError(f"pip install timed out after {PIP_TIMEOUT_S} s") from error
