@@ -10,17 +10,16 @@ before its submit. The step uses four APIs (Jobs, Workspace, DBFS, and the raw c
     StepClient(config)     the four APIs on one ApiClient, the same classes WorkspaceClient uses
 
 If `databricks.sdk` is already imported (a test, a benchmark, a notebook), both change nothing.
+`defer_package_init` lives in `aml_databricks/sdk_import.py`: `workspace serve` uses it too.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import sys
-import threading
-import types
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from aml_databricks.sdk_import import PACKAGE as PACKAGE
+from aml_databricks.sdk_import import defer_package_init as defer_package_init
 
 if TYPE_CHECKING:
     from databricks.sdk.config import Config
@@ -28,8 +27,6 @@ if TYPE_CHECKING:
     from databricks.sdk.service.files import DbfsAPI
     from databricks.sdk.service.jobs import JobsAPI
     from databricks.sdk.service.workspace import WorkspaceAPI
-
-PACKAGE = "databricks.sdk"
 
 
 class DatabricksApis(Protocol):
@@ -74,44 +71,3 @@ class StepClient:
         from databricks.sdk.mixins.files import DbfsExt
 
         return DbfsExt(self.api_client)  # type: ignore[no-untyped-call]
-
-
-def defer_package_init() -> None:
-    """Make `databricks.sdk` importable without running its `__init__` until one of its own names
-    is used. Call before anything imports the SDK; a no-op once it is imported."""
-    if PACKAGE in sys.modules:
-        return
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None or spec.loader is None or spec.submodule_search_locations is None:
-        return  # not installed as a regular package: let the import fail or succeed as usual
-    package = importlib.util.module_from_spec(spec)  # __path__, __spec__, __file__: submodules import
-    loader = spec.loader
-    lock = threading.RLock()  # the __init__ itself looks names up here while it runs
-    ran: list[bool] = []
-
-    def __getattr__(name: str) -> Any:  # PEP 562: only called for names not (yet) defined
-        if name.startswith("__") and name.endswith("__"):
-            raise AttributeError(name)  # probes for dunders must not pay for the whole SDK
-        if _is_submodule(package, name):
-            raise AttributeError(name)  # `from . import useragent`: the import system loads it next
-        with lock:
-            if not ran:
-                ran.append(True)  # before running it: a lookup from inside finds what is there so far
-                loader.exec_module(package)  # the real __init__, into this module's namespace
-        try:
-            return package.__dict__[name]
-        except KeyError:
-            raise AttributeError(f"module {PACKAGE!r} has no attribute {name!r}") from None
-
-    package.__getattr__ = __getattr__  # type: ignore[method-assign]
-    sys.modules[PACKAGE] = package
-    parent = sys.modules.get("databricks")
-    if isinstance(parent, types.ModuleType):
-        parent.sdk = package  # type: ignore[attr-defined]
-
-
-def _is_submodule(package: types.ModuleType, name: str) -> bool:
-    return any(
-        os.path.isfile(os.path.join(folder, f"{name}.py")) or os.path.isdir(os.path.join(folder, name))
-        for folder in package.__path__
-    )
