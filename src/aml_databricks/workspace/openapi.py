@@ -132,8 +132,6 @@ LINKS: dict[tuple[str, str], dict[str, tuple[str, str, dict[str, str]]]] = {
     },
     ("GET", "/jobs/runs/get"): {
         "GetTaskOutput": ("GET", "/jobs/runs/get-output", {"run_id": _TASK_RUN}),
-        "CancelRun": ("POST", "/jobs/runs/cancel", {"run_id": _RUN}),
-        "ExportRun": ("GET", "/jobs/runs/export", {"run_id": _TASK_RUN}),
         "DeleteRun": ("POST", "/jobs/runs/delete", {"run_id": _RUN}),
     },
     ("POST", "/jobs/runs/cancel"): {
