@@ -26,7 +26,8 @@ import socket
 import ssl
 import threading
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Future
+
+from aml_databricks.workspace.h2_handshake import EMPTY_SETTINGS, SettingsAckFilter
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class Gateway:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="workspace-gateway", daemon=True)
         self._thread.start()
-        self._tasks: list[Future[None]] = []
+        self._accepts: set[asyncio.Task[None]] = set()
         self._sockets: list[socket.socket] = []
         self._connections: set[asyncio.Task[None]] = set()
 
@@ -76,20 +77,36 @@ class Gateway:
         self._serve(listener, lambda sock: self._front(sock, context, spark, rest))
 
     def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for sock in self._sockets:
-            with contextlib.suppress(OSError):
-                sock.close()
+        """Stop accepting, end the connections in flight, stop the loop. Idempotent."""
+        if self._loop.is_closed():
+            return
+        done = asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
+        with contextlib.suppress(Exception):
+            done.result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+    async def _shutdown(self) -> None:
+        tasks = [*self._accepts, *self._connections]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for sock in self._sockets:  # after the accepts let go of them
+            with contextlib.suppress(OSError):
+                sock.close()
 
     # -- internals --------------------------------------------------------------------------------
 
     def _serve(self, listener: socket.socket, handle: Callable[[socket.socket], Awaitable[None]]) -> None:
         listener.setblocking(False)
         self._sockets.append(listener)
-        self._tasks.append(asyncio.run_coroutine_threadsafe(self._accept(listener, handle), self._loop))
+
+        async def start() -> None:
+            self._accepts.add(asyncio.get_running_loop().create_task(self._accept(listener, handle)))
+
+        asyncio.run_coroutine_threadsafe(start(), self._loop).result(5)
 
     async def _accept(self, listener: socket.socket, handle: Callable[[socket.socket], Awaitable[None]]) -> None:
         loop = asyncio.get_running_loop()
@@ -119,7 +136,7 @@ class Gateway:
 
     async def _forward(self, sock: socket.socket, spark: Resolve) -> None:
         reader, writer = await asyncio.open_connection(sock=sock.dup())
-        await self._pipe_to(reader, writer, spark)
+        await self._pipe_to(reader, writer, spark, http2=True)
 
     async def _front(self, sock: socket.socket, context: ssl.SSLContext, spark: Resolve,
                      rest: tuple[str, int]) -> None:
@@ -137,12 +154,19 @@ class Gateway:
             reader, writer = await asyncio.open_connection(sock=sock.dup())
             kind = route(first, None)
         if kind == "spark":
-            await self._pipe_to(reader, writer, spark)
+            await self._pipe_to(reader, writer, spark, http2=True)
         else:
             await self._pipe_to(reader, writer, lambda: (rest, _nothing))
 
-    async def _pipe_to(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, resolve: Resolve) -> None:
+    async def _pipe_to(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, resolve: Resolve,
+                       *, http2: bool = False) -> None:
+        """Connect to where `resolve` says and pass bytes both ways until one side closes. `http2`: the
+        client speaks HTTP/2 (gRPC), and its handshake is answered here at once (h2_handshake.py)."""
         loop = asyncio.get_running_loop()
+        client_bytes = SettingsAckFilter() if http2 else None
+        if http2:
+            writer.write(EMPTY_SETTINGS)
+            await writer.drain()
         try:
             (host, port), used = await loop.run_in_executor(None, resolve)
             up_reader, up_writer = await asyncio.open_connection(host, port)
@@ -150,7 +174,7 @@ class Gateway:
             log.warning("gateway: no upstream for a client: %s", error)
             await _close(writer)
             return
-        pumps = [asyncio.ensure_future(_pump(reader, up_writer, used)),
+        pumps = [asyncio.ensure_future(_pump(reader, up_writer, used, client_bytes)),
                  asyncio.ensure_future(_pump(up_reader, writer, _nothing))]
         try:
             await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
@@ -167,11 +191,19 @@ async def _close(writer: asyncio.StreamWriter) -> None:
         await asyncio.wait_for(writer.wait_closed(), 5)
 
 
-async def _pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter, used: Callable[[], None]) -> None:
+async def _pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter, used: Callable[[], None],
+                edit: SettingsAckFilter | None = None) -> None:
     with contextlib.suppress(ConnectionError, OSError):
         while data := await source.read(CHUNK):
             used()
+            if edit is not None:
+                data = edit.feed(data)
+                if edit.done:
+                    edit = None
             sink.write(data)
+            await sink.drain()
+        if edit is not None:
+            sink.write(edit.flush())
             await sink.drain()
 
 
