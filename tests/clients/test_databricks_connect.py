@@ -54,3 +54,27 @@ def test_host_mode_over_tls_on_the_workspace_port(venv: Path, tls_workspace: Loc
     seen = databricks_connect(venv, {"GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": ca, "REQUESTS_CA_BUNDLE": ca},
                               "host", tls_workspace.https_host, tls_workspace.token)
     assert {k: seen[k] for k in EXPECTED} == EXPECTED
+
+
+def test_the_address_outlives_a_cluster_restart_and_clusters_start_waits_for_running(
+    tls_workspace: LocalWorkspace,
+) -> None:
+    from datetime import timedelta
+
+    from databricks.sdk.service.compute import State
+    from pyspark.sql import SparkSession
+
+    client = tls_workspace.client
+    before = client.api_client.do("GET", "/api/2.1/clusters/get", query={"cluster_id": "local"})
+    client.clusters.delete("local").result(timeout=timedelta(minutes=2))  # terminate
+    assert client.clusters.get("local").state == State.TERMINATED
+    running = client.clusters.start("local").result(timeout=timedelta(minutes=10))
+    assert running.state == State.RUNNING and running.spark_version == before["spark_version"]
+    after = client.api_client.do("GET", "/api/2.1/clusters/get", query={"cluster_id": "local"})
+    assert after["local_spark_connect"] == before["local_spark_connect"]
+    assert after["local_pid"] != before["local_pid"]  # a new JVM on a new port of its own, same address
+    spark = SparkSession.builder.remote(after["local_spark_connect"]).create()
+    try:
+        assert spark.range(3).count() == 3
+    finally:
+        spark.stop()

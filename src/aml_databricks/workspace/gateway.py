@@ -26,6 +26,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from aml_databricks.workspace.h2_handshake import EMPTY_SETTINGS, SettingsAckFilter
 
@@ -66,6 +67,7 @@ class Gateway:
         self._accepts: set[asyncio.Task[None]] = set()
         self._sockets: list[socket.socket] = []
         self._connections: set[asyncio.Task[None]] = set()
+        self._starts = ThreadPoolExecutor(max_workers=32, thread_name_prefix="gateway-resolve")
 
     def serve_spark_connect(self, listener: socket.socket, spark: Resolve) -> None:
         """Forward every connection on `listener` to the server `spark` resolves."""
@@ -87,6 +89,7 @@ class Gateway:
         self._thread.join(5)
         if not self._thread.is_alive():
             self._loop.close()
+        self._starts.shutdown(wait=False, cancel_futures=True)
 
     async def _shutdown(self) -> None:
         tasks = [*self._accepts, *self._connections]
@@ -168,7 +171,9 @@ class Gateway:
             writer.write(EMPTY_SETTINGS)
             await writer.drain()
         try:
-            (host, port), used = await loop.run_in_executor(None, resolve)
+            # Resolving a Spark server can wait minutes for a cluster to start: on threads of the gateway's
+            # own, so that the REST server's (instant) answers never queue behind it.
+            (host, port), used = await loop.run_in_executor(self._starts, resolve) if http2 else resolve()
             up_reader, up_writer = await asyncio.open_connection(host, port)
         except Exception as error:
             log.warning("gateway: no upstream for a client: %s", error)
