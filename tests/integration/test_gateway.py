@@ -193,3 +193,13 @@ def test_the_spark_connect_port_is_the_default_one_else_a_free_one(monkeypatch: 
             server._listen_spark_connect("127.0.0.1", busy, said.append)
     with server._listen_spark_connect("127.0.0.1", None, said.append) as sock:
         assert sock.getsockname()[1] == busy  # free again: the fixed port, kept across restarts
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--port", "-1"), ("--spark-connect-port", "99999")])
+def test_a_port_out_of_range_is_one_line_and_exit_2(flag: str, value: str, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from aml_databricks.cli import main
+
+    assert main(["workspace", "serve", "--data-dir", str(tmp_path), flag, value]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"aml-databricks: error: {flag} {value} is not a port: 0 to 65535 (0 picks a free one)"]

@@ -82,6 +82,9 @@ def serve_command(args: argparse.Namespace) -> int:
     if running is not None:
         raise WorkspaceInUseError(f"{args.data_dir} is already served by the workspace at {running.describe()}; "
                                   "stop it first or use another --data-dir")
+    for flag, port in (("--port", args.port), ("--spark-connect-port", args.spark_connect_port)):
+        if port is not None and not 0 <= port <= 65535:
+            raise UsageError(f"{flag} {port} is not a port: 0 to 65535 (0 picks a free one)")
     print(f"starting the local Databricks workspace on {args.data_dir} ...", file=sys.stderr, flush=True)
     try:
         from aml_databricks.workspace.pages.auth import login_url
