@@ -173,3 +173,38 @@ def test_one_cluster_can_be_stopped(pool: ClusterPool) -> None:
     pool.acquire({}, 1).release()
     assert pool.stop("local") and pool.server_pids() == []
     assert not pool.stop("local")
+
+
+def test_an_outside_client_starts_the_server_and_its_traffic_keeps_it(tmp_path: Path,
+                                                                       fake_jvm: SleepLauncher) -> None:
+    pool = ClusterPool(tmp_path, idle_timeout_s=0.3, launcher=fake_jvm)
+    try:
+        server = pool.outside_server()  # what databricks-connect's first connection does
+        [pid] = pool.server_pids()
+        assert server.state == "RUNNING" and server.leases == 0
+        until = time.monotonic() + 1.0
+        while time.monotonic() < until:  # a client busy for three idle timeouts
+            pool.touch(server)
+            time.sleep(0.05)
+        assert pool.server_pids() == [pid]
+        deadline = time.monotonic() + 10  # then silent: stopped like any idle cluster
+        while pool.server_pids() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert pool.server_pids() == []
+        assert pool.outside_server().pid != pid  # the next connection starts it again
+    finally:
+        pool.close()
+
+
+def test_clusters_start_starts_a_stopped_cluster_and_leaves_a_running_one(pool: ClusterPool,
+                                                                          fake_jvm: SleepLauncher) -> None:
+    pool.start_in_background("local")
+    assert pool.snapshot()[0].state in ("PENDING", "RUNNING")  # never TERMINATED once it was asked to start
+    deadline = time.monotonic() + 10
+    while pool.snapshot()[0].state != "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pool.snapshot()[0].state == "RUNNING"
+    pool.start_in_background("local")
+    assert fake_jvm.started == 1
+    with pytest.raises(ValueError, match="does not exist"):
+        pool.start_in_background("no-such-cluster")

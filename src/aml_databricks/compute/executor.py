@@ -10,6 +10,7 @@ and leave no process behind.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,7 +65,8 @@ class TaskSpec:
         """`15.4` of `spark_version` "15.4.x-scala2.12": code tests DATABRICKS_RUNTIME_VERSION to know
         it runs on Databricks."""
         version = str((self.new_cluster or {}).get("spark_version") or "")
-        return ".".join(version.split(".")[:2]) if version[:1].isdigit() else None
+        match = re.match(r"\d+(\.\d+)?", version)  # "19.x-scala2.13" (one line per major) is "19"
+        return match.group() if match else None
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,8 @@ class Services:
     def __init__(self, store: Store, scheduler: Scheduler, token: str, *,
                  clusters: Callable[[], list[dict[str, Any]]] | None = None,
                  mounts: Callable[[], list[dict[str, str]]] | None = None,
-                 mlflow: MlflowProxy | None = None) -> None:
+                 mlflow: MlflowProxy | None = None,
+                 cluster_action: Callable[[str, str], None] | None = None) -> None:
         self.store = store
         self.scheduler = scheduler
         self.token = token
@@ -90,6 +91,8 @@ class Services:
         self.clusters = clusters or (lambda: [])
         self.mounts = mounts or (lambda: [])
         self.mlflow = mlflow  # MLflow's API, forwarded to MLflow's own server (mlflow_api.py)
+        # ("start" | "delete", cluster id): Clusters API start/terminate; ValueError for an unknown cluster
+        self.cluster_action = cluster_action
         self.faults: FaultInjector | None = None  # set by build_app; the admin endpoint changes it
 
 
@@ -280,6 +283,21 @@ def api_table(services: Services) -> dict[tuple[str, str], Endpoint]:
                 return info
         raise InvalidParameterValue(f"Cluster {call['cluster_id']} does not exist")
 
+    def cluster_action(action: str) -> Callable[[Call], dict[str, Any]]:
+        def act(call: Call) -> dict[str, Any]:
+            cluster_id = call["cluster_id"]
+            if not isinstance(cluster_id, str) or not cluster_id:
+                raise InvalidParameterValue("cluster_id is required.")
+            if services.cluster_action is None:
+                raise InvalidParameterValue(f"Cluster {cluster_id} does not exist")
+            try:
+                services.cluster_action(action, cluster_id)
+            except ValueError:
+                raise InvalidParameterValue(f"Cluster {cluster_id} does not exist") from None
+            return {}
+
+        return act
+
     def admin_faults(call: Call) -> dict[str, Any]:
         injector = services.faults
         assert injector is not None
@@ -332,6 +350,8 @@ def api_table(services: Services) -> dict[tuple[str, str], Endpoint]:
     for version in ("2.0", "2.1"):  # the CLI and Airflow call 2.0, databricks-sdk 2.1
         route(f"/api/{version}/clusters/list", lambda c: {"clusters": services.clusters()})
         route(f"/api/{version}/clusters/get", cluster)
+        route(f"/api/{version}/clusters/start", cluster_action("start"), "POST")
+        route(f"/api/{version}/clusters/delete", cluster_action("delete"), "POST")
     # calls back from runs in flight, and the admin's knobs
     route("/api/2.0/local/secrets/get", run_secret, who="run")
     route("/api/2.0/local/task-values/set", set_task_value, "POST", who="run")

@@ -8,13 +8,18 @@ from aml_databricks.compute.host.cluster_specs import DEFAULT_CLUSTER_ID, cluste
 from aml_databricks.compute.host.pool import ClusterPool, ClusterStatus
 
 
-def describe(pool: ClusterPool) -> list[dict[str, Any]]:
-    """The permanent default cluster first, then the dedicated ones, as Clusters API objects."""
+def describe(pool: ClusterPool, spark_connect: str = "") -> list[dict[str, Any]]:
+    """The permanent default cluster first, then the dedicated ones, as Clusters API objects.
+
+    `spark_connect`: the default cluster's stable Spark Connect address (workspace/gateway.py), shown
+    as `local_spark_connect` whether the cluster runs or not (connecting starts it). A dedicated
+    cluster shows its server's own address while it runs.
+    """
     version = local_spark_version()
-    return [_row(status, pool.driver_memory, version) for status in pool.snapshot()]
+    return [_row(status, pool.driver_memory, version, spark_connect) for status in pool.snapshot()]
 
 
-def _row(status: ClusterStatus, driver_memory: str, spark_version: str) -> dict[str, Any]:
+def _row(status: ClusterStatus, driver_memory: str, spark_version: str, spark_connect: str) -> dict[str, Any]:
     spec, default = status.spec, status.cluster_id == DEFAULT_CLUSTER_ID
     row: dict[str, Any] = {
         "cluster_id": status.cluster_id,
@@ -31,6 +36,10 @@ def _row(status: ClusterStatus, driver_memory: str, spark_version: str) -> dict[
         "driver_memory": driver_memory,
         "local_cores": status.local_cores,
     }
+    if default and spark_connect:
+        row["local_spark_connect"] = spark_connect
+    elif status.port and status.state == "RUNNING":
+        row["local_spark_connect"] = f"sc://127.0.0.1:{status.port}"
     if spec.get("autoscale"):
         row["autoscale"] = dict(spec["autoscale"])
     if status.start_time_ms:

@@ -35,6 +35,12 @@ def add_parser(subparsers: Any) -> None:
     serve.add_argument("--no-spark", action="store_true", help="run notebooks without Spark (no `spark` global)")
     serve.add_argument("--max-concurrent-tasks", type=int, default=4, metavar="N",
                        help="task runs executing at once; more wait in QUEUED (default: %(default)s)")
+    serve.add_argument("--spark-connect-port", type=int, metavar="PORT",
+                       help="the default cluster's Spark Connect address, sc://HOST:PORT, for databricks-connect "
+                            "and pyspark (default: 15002, or a free port if that is taken; 0 picks a free one)")
+    serve.add_argument("--tls", action="store_true",
+                       help="also serve HTTPS and gRPC-over-TLS on --port, with a local CA in DATA_DIR/tls, for "
+                            "databricks-connect's host mode (docs/local-workspace.md); http:// keeps working")
     serve.add_argument("--faults", help='inject faults into API calls, e.g. "429=0.2,503=0.1,reset=0.05,'
                                         'latency=0-200ms"')
     serve.add_argument("--faults-seed", type=int, help="seed for the fault draws (repeatable runs)")
@@ -76,6 +82,9 @@ def serve_command(args: argparse.Namespace) -> int:
     if running is not None:
         raise WorkspaceInUseError(f"{args.data_dir} is already served by the workspace at {running.describe()}; "
                                   "stop it first or use another --data-dir")
+    for flag, port in (("--port", args.port), ("--spark-connect-port", args.spark_connect_port)):
+        if port is not None and not 0 <= port <= 65535:
+            raise UsageError(f"{flag} {port} is not a port: 0 to 65535 (0 picks a free one)")
     print(f"starting the local Databricks workspace on {args.data_dir} ...", file=sys.stderr, flush=True)
     from aml_databricks.sdk_import import defer_package_init
 
@@ -93,6 +102,7 @@ def serve_command(args: argparse.Namespace) -> int:
         mounts=dict(parse_mapping(args.mount, "--mount")), storage=dict(parse_mapping(args.storage, "--storage")),
         spark=not args.no_spark, max_concurrent_tasks=args.max_concurrent_tasks,
         faults=args.faults, faults_seed=args.faults_seed, if_running="fail",
+        spark_connect_port=args.spark_connect_port, tls=args.tls,
     )
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -106,6 +116,12 @@ def serve_command(args: argparse.Namespace) -> int:
         for point, folder in workspace.mounts.items():
             print(f"  mount: {point} -> {folder}", flush=True)
         print(f"  export DATABRICKS_HOST={workspace.host}", flush=True)
+        if workspace.https_host:
+            print(f"  https: {workspace.https_host} (REST and databricks-connect's gRPC), trusting the CA:", flush=True)
+            ca = workspace.ca_file
+            print(f"  export REQUESTS_CA_BUNDLE={ca} GRPC_DEFAULT_SSL_ROOTS_FILE_PATH={ca}", flush=True)
+        if workspace.spark_connect:
+            print(f"  spark connect: {workspace.spark_connect} (cluster_id local)", flush=True)
         # opening it once signs the browser in to the run pages (a cookie; the token is not kept in it)
         print(f"  pages: {login_url(workspace.host, workspace.token)}", flush=True)
         if workspace.spark is not None:

@@ -53,6 +53,8 @@ PARAMETERS: dict[str, list[Param]] = {
     "/secrets/get": [("scope", STRING, True), ("key", STRING, True)],
     "/clusters/list": [],
     "/clusters/get": [("cluster_id", STRING, True)],
+    "/clusters/start": [("cluster_id", STRING, True)],
+    "/clusters/delete": [("cluster_id", STRING, True)],
     "/local/secrets/get": [("scope", STRING, True), ("key", STRING, True)],
     "/local/task-values/set": [("key", STRING, True), ("value", ANY, True)],
     "/local/task-values/get": [("task_key", STRING, True), ("key", STRING, True)],

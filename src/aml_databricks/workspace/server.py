@@ -41,7 +41,12 @@ from aml_databricks.workspace.store import Store
 if TYPE_CHECKING:
     from databricks.sdk import WorkspaceClient
 
+    from aml_databricks.compute.host.pool import ClusterPool
+    from aml_databricks.workspace.gateway import Gateway, Resolve
+
 TOKEN_ENV = "AML_DATABRICKS_LOCAL_TOKEN"
+# Spark Connect's own default port: `sc://localhost` without a port means it.
+DEFAULT_SPARK_CONNECT_PORT = 15002
 DEFAULT_DATA_DIR = Path(".aml-databricks")
 log = logging.getLogger(__name__)
 
@@ -95,10 +100,16 @@ class LocalWorkspace:
         faults_seed: int | None = None,
         if_running: Literal["use", "fail"] = "use",
         say: Callable[[str], None] | None = None,
+        spark_connect_port: int | None = 0,
+        tls: bool = False,
     ) -> None:
         """`spark=False` runs notebooks without Spark (no `spark` global; starts in well under a second).
         `if_running`: what to do when a live process already serves `data_dir` — use it, or raise
-        `WorkspaceInUseError`. `say` prints the one-line notices (default: stderr)."""
+        `WorkspaceInUseError`. `say` prints the one-line notices (default: stderr).
+        `spark_connect_port`: where the default cluster's Spark Connect address listens (gateway.py); 0 a
+        free port; None 15002 (Spark Connect's default, what `workspace serve` uses), or a free port if
+        that one is taken. `tls`: serve HTTPS and gRPC on the
+        workspace's port too, with a local CA in DATA_DIR/tls (tls.py), for databricks-connect's host mode."""
         self.data_dir = private_folder(Path(data_dir).resolve())  # the token, run output: the user's alone
         self._token_option = token
         self.token, self.token_source = "", ""
@@ -117,7 +128,13 @@ class LocalWorkspace:
         self._lock = DataDirLock(self.data_dir)
         self._restore_mounts: dict[str, tuple[str, str] | None] = {}
         self.borrowed: RunningWorkspace | None = None  # the live workspace used instead of starting one
-        self.host = ""
+        self.host = ""  # http://: plain HTTP works on the workspace's port with and without TLS
+        self._spark_connect_port = spark_connect_port
+        self._tls = tls
+        self.https_host = ""  # with TLS: the same port as https://
+        self.ca_file: Path | None = None  # with TLS: the certificate clients trust
+        self.spark_connect = ""  # sc://host:port of the default cluster, when Spark is the cluster pool
+        self._gateway: Gateway | None = None
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -158,33 +175,80 @@ class LocalWorkspace:
         if recovered:
             log.warning("%d run(s) were in flight when the workspace last stopped: marked INTERNAL_ERROR", recovered)
 
-        sock = socket.socket(socket.AF_INET6 if ":" in self._bind[0] else socket.AF_INET)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # h11 writes a response head and body separately: without this, Nagle + delayed ACK add 40 ms
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            sock.bind(self._bind)
+            sock = _listening_socket(self._bind)
         except OSError as exc:
             raise UsageError(f"cannot listen on {self._bind[0]}:{self._bind[1]}: {exc.strerror}") from None
         port = sock.getsockname()[1]
         shown_host = f"[{self._bind[0]}]" if ":" in self._bind[0] else self._bind[0]
         self.host = f"http://{shown_host}:{port}"
         self.scheduler.host = self.host
+        rest_sock = self._open_gateway(sock, shown_host, port) if self._tls or self._pool() is not None else sock
 
         self.mlflow = MlflowProxy(self.data_dir)  # its server starts on the first MLflow call
         services = Services(self.store, self.scheduler, self.token, clusters=self._clusters,
-                            mounts=self._mount_list, mlflow=self.mlflow)
+                            mounts=self._mount_list, mlflow=self.mlflow, cluster_action=self._cluster_action)
         app = build_app(services, faults=self._faults[0], faults_seed=self._faults[1])
         config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
                                 timeout_graceful_shutdown=2)
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [rest_sock]},
                                         name="local-workspace-http", daemon=True)
         self._thread.start()
         while not self._server.started:
             if not self._thread.is_alive():
                 raise RuntimeError("the local workspace's HTTP server failed to start")
             threading.Event().wait(0.01)
+
+    def _pool(self) -> ClusterPool | None:
+        from aml_databricks.compute.host.pool import ClusterPool
+
+        spark = getattr(self, "spark", None)
+        return spark if isinstance(spark, ClusterPool) else None
+
+    def _open_gateway(self, sock: socket.socket, shown_host: str, port: int) -> socket.socket:
+        """Start the gateway (gateway.py): the Spark Connect address, and with TLS the front door on
+        `sock`. Returns the socket the REST server is to serve: `sock`, or with TLS a private one."""
+        from aml_databricks.workspace.gateway import Gateway
+
+        self._gateway = gateway = Gateway()
+        pool = self._pool()
+        spark = self._spark_target(pool) if pool is not None else _no_spark
+        if pool is not None:
+            connect_sock = _listen_spark_connect(self._bind[0], self._spark_connect_port, self._say)
+            self.spark_connect = f"sc://{shown_host}:{connect_sock.getsockname()[1]}"
+            gateway.serve_spark_connect(connect_sock, spark)
+        if not self._tls:
+            return sock
+        from aml_databricks.workspace.gateway import ALPN_PROTOCOLS
+        from aml_databricks.workspace.tls import ensure_tls
+
+        files = ensure_tls(self.data_dir, self._bind[0])
+        self.ca_file = files.ca
+        self.https_host = f"https://{shown_host}:{port}"
+        rest_sock = _listening_socket(("127.0.0.1", 0))
+        gateway.serve_front(sock, files.server_context(ALPN_PROTOCOLS), spark, rest_sock.getsockname()[:2])
+        return rest_sock
+
+    @staticmethod
+    def _spark_target(pool: ClusterPool) -> Resolve:
+        def resolve() -> tuple[tuple[str, int], Callable[[], None]]:
+            server = pool.outside_server()
+            return ("127.0.0.1", server.port), lambda: pool.touch(server)
+
+        return resolve
+
+    def _cluster_action(self, action: str, cluster_id: str) -> None:
+        """Clusters API `start` (without waiting) and `delete` (terminate; the cluster stays listed)."""
+        pool = self._pool()
+        if pool is None:
+            if cluster_id != "local":
+                raise ValueError(f"cluster {cluster_id!r} does not exist (the local default is 'local')")
+            return  # without the pool, the one cluster is always "running"
+        if action == "start":
+            pool.start_in_background(cluster_id)
+        elif not pool.stop(cluster_id) and cluster_id != "local" and cluster_id not in pool.known_clusters():
+            raise ValueError(f"cluster {cluster_id!r} does not exist")
 
     def _borrow(self, running: RunningWorkspace) -> None:
         if self._spark_option is not False and not running.spark:
@@ -238,6 +302,9 @@ class LocalWorkspace:
                 self._server.should_exit = True
                 if self._thread is not None:
                     self._thread.join(10)
+            if self._gateway is not None:
+                self._gateway.close()
+                self._gateway = None
             mlflow = getattr(self, "mlflow", None)
             if mlflow is not None:
                 mlflow.close()
@@ -305,12 +372,43 @@ class LocalWorkspace:
         if isinstance(self.spark, ClusterPool):
             from aml_databricks.workspace import clusters
 
-            return clusters.describe(self.spark)
+            return clusters.describe(self.spark, self.spark_connect)
         return [{"cluster_id": "local", "cluster_name": "local", "state": "RUNNING",
                  "spark_version": "local", "num_workers": 0, "cluster_source": "UI"}]
 
     def _mount_list(self) -> list[dict[str, str]]:
         return [{"mountPoint": p, "source": s, "local_path": local} for p, (s, local) in self.store.mounts().items()]
+
+
+def _listening_socket(address: tuple[str, int]) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # h11 writes a response head and body separately: without this, Nagle + delayed ACK add 40 ms
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        sock.bind(address)
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _listen_spark_connect(host: str, port: int | None, say: Callable[[str], None]) -> socket.socket:
+    """The Spark Connect address's socket: `port`, or for None the default port, else a free one."""
+    wanted = DEFAULT_SPARK_CONNECT_PORT if port is None else port
+    try:
+        return _listening_socket((host, wanted))
+    except OSError as exc:
+        if port is not None:
+            raise UsageError(f"cannot listen for Spark Connect on {host}:{port}: {exc.strerror}") from None
+    sock = _listening_socket((host, 0))
+    say(f"port {DEFAULT_SPARK_CONNECT_PORT} is taken: Spark Connect listens on {sock.getsockname()[1]} instead")
+    return sock
+
+
+def _no_spark() -> tuple[tuple[str, int], Callable[[], None]]:
+    raise ConnectionRefusedError("this workspace runs without Spark (--no-spark)")
 
 
 def _to_stderr(line: str) -> None:

@@ -16,6 +16,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from aml_databricks.compute.host.runtime_version import runtime_spark_version
+
 DEFAULT_CLUSTER_ID = "local"
 
 # Confs Spark reads only when the JVM (or its SparkContext/SharedState) starts. Prefix match.
@@ -92,7 +94,10 @@ STATIC_SQL_CONFS = frozenset(
 IGNORED_CONFS = ("spark.master", "spark.driver.memory")
 HADOOP_PREFIX = "spark.hadoop."
 
-_SPARK_VERSION = re.compile(r"^(\d+\.\d+\.x|\d+\.\d+(\.\d+)?|apache-spark-\d+\.\d+\.x)(-[A-Za-z0-9][A-Za-z0-9._]*)*$")
+# "15.4.x-scala2.12", "19.x-scala2.13" (one runtime line per major from 18 on), "15.4", "apache-spark-3.5.x"
+_SPARK_VERSION = re.compile(
+    r"^(\d+(\.\d+)?\.x|\d+\.\d+(\.\d+)?|apache-spark-\d+\.\d+\.x)(-[A-Za-z0-9][A-Za-z0-9._]*)*$"
+)
 _NODE_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{1,63}$")
 MEMORY_SIZE = re.compile(r"^\d+[kmgtKMGT]?$")
 
@@ -173,11 +178,11 @@ DEFAULT_CLUSTER_NAME = "Local shared cluster"
 
 
 def local_spark_version() -> str:
-    """The runtime version a cluster reports when its spec names none: the local Spark's."""
+    """The runtime version a cluster reports when its spec names none: the Databricks Runtime the local
+    Spark stands in for (runtime_version.py), e.g. "20.x-scala2.13" for pyspark 4.3."""
     import pyspark
 
-    major_minor = ".".join(pyspark.__version__.split(".")[:2])
-    return f"{major_minor}.x-scala2.13"
+    return runtime_spark_version(pyspark.__version__)
 
 
 def cluster_name(cluster_id: str) -> str:

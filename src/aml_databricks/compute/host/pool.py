@@ -55,6 +55,7 @@ class ClusterStatus:
     start_time_ms: int = 0
     startup_s: dict[str, float] = field(default_factory=dict)
     pid: int | None = None
+    port: int = 0  # the server's own Spark Connect port, while it runs
 
 
 class Lease:
@@ -194,6 +195,65 @@ class ClusterPool:
         self._stop(server)
         return True
 
+    def outside_server(self, cluster_id: str = DEFAULT_CLUSTER_ID) -> Server:
+        """The running server of a cluster, for a client from outside the workspace (databricks-connect).
+
+        Starts it if it is stopped, as connecting to a terminated cluster starts it on Databricks. The
+        client holds no lease: its traffic keeps the server from being reaped (`touch`), the way
+        Databricks' auto-termination counts activity, not open sessions. Raises ValueError for an
+        unknown cluster, ClusterStartError if it does not come up.
+        """
+        spec: dict[str, Any] = {}
+        if cluster_id != DEFAULT_CLUSTER_ID:
+            with self._cond:
+                known = self._known.get(cluster_id)
+            if known is None:
+                raise ValueError(f"cluster {cluster_id!r} does not exist (the local default is 'local')")
+            spec = known
+        server, must_start = self._claim(cluster_id, spec)
+        try:
+            if must_start:
+                self._start(server)
+            server.ready.wait()
+            if server.error is not None:
+                raise ClusterStartError(str(server.error)) from server.error
+        finally:
+            self._return(server)
+        return server
+
+    @staticmethod
+    def touch(server: Server) -> None:
+        """Count traffic of an outside client as use of `server`: the reaper leaves it running."""
+        server.last_used = time.monotonic()
+
+    def start_in_background(self, cluster_id: str) -> None:
+        """Clusters API `start`: start a stopped cluster without waiting for it; nothing happens to one
+        that is pending or running. The cluster is PENDING when this returns. ValueError for an unknown
+        cluster."""
+        with self._cond:
+            spec = {} if cluster_id == DEFAULT_CLUSTER_ID else self._known.get(cluster_id)
+            if spec is None:
+                raise ValueError(f"cluster {cluster_id!r} does not exist (the local default is 'local')")
+            if cluster_id in self._servers:
+                return
+        server, must_start = self._claim(cluster_id, spec)
+
+        def start() -> None:
+            try:
+                if must_start:
+                    self._start(server)
+                if server.error is not None:  # shown as ERROR by clusters/get; the next use tries again
+                    log.warning("cluster %s did not start: %s", cluster_id, server.error)
+            finally:
+                self._return(server)
+
+        threading.Thread(target=start, name=f"start-{cluster_id}", daemon=True).start()
+
+    def known_clusters(self) -> list[str]:
+        """The dedicated clusters' ids, running or not."""
+        with self._cond:
+            return sorted(self._known)
+
     def server_pids(self) -> list[int]:
         with self._cond:
             return [s.pid for s in self._servers.values() if s.pid is not None]
@@ -213,7 +273,7 @@ class ClusterPool:
         if server is None:
             return ClusterStatus(cluster_id, "TERMINATED", spec, os.cpu_count() or 1)
         return ClusterStatus(cluster_id, server.state, spec, server.cores, server.start_time_ms,
-                             dict(server.startup_s), server.pid)
+                             dict(server.startup_s), server.pid, server.port)
 
     # -- internals --------------------------------------------------------------------------------
 
