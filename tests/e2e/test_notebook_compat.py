@@ -97,6 +97,26 @@ def test_absolute_workspace_paths_read_files_import_modules_and_run_notebooks(cl
     assert output.notebook_output.result == "6 3 ['rows.csv'] False from helper"
 
 
+def test_library_code_finds_the_notebooks_dbutils_through_get_ipython(client: WorkspaceClient) -> None:
+    # The usual way a module next to a notebook reaches dbutils on Databricks (its notebooks run in IPython).
+    from databricks.sdk.service.workspace import ImportFormat
+
+    client.workspace.upload(
+        "/Shared/compat/ipy/helpers.py",
+        b"import IPython\n"
+        b"def widget(name):\n"
+        b"    shell = IPython.get_ipython()\n"
+        b"    assert shell.user_ns['dbutils'] is shell.ns_table['user_global']['dbutils']\n"
+        b"    return shell.user_ns['dbutils'].widgets.get(name)\n",
+        format=ImportFormat.AUTO, overwrite=True)
+    path = upload_notebook(client, "/Shared/compat/ipy/main",
+                           "from helpers import widget\ndbutils.notebook.exit(widget('who'))")
+    output = run_one(client, path, {"who": "ipython"})
+
+    assert output.error is None, output.error_trace
+    assert output.notebook_output.result == "ipython"
+
+
 def test_fs_magic_in_every_documented_form_and_help(client: WorkspaceClient, workspace: LocalWorkspace) -> None:
     path = upload_notebook(
         client, "/Shared/compat/fs_magic",

@@ -31,6 +31,7 @@ from aml_databricks.compute.driver import (
     cells,
     error_text,
     fuse,
+    notebook_shell,
     sql_names,
     sql_widgets,
     unresolved_hosts,
@@ -165,6 +166,7 @@ class TaskRunner:
         if self.run_dir is not None:
             capture_streams(self.outputs)
         self.namespace = self._globals()
+        notebook_shell.install(self.namespace)  # IPython.get_ipython().user_ns, as in Databricks' kernel
         if self.task.kind == "notebook":
             self._enter_notebook_folder()
 
