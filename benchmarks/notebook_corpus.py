@@ -3,6 +3,7 @@
     python benchmarks/notebook_corpus.py CORPUS_DIR [--workspace URL] [--data-dir DIR] [--timeout 300]
                                                     [--only SUBSTRING]
     python benchmarks/notebook_corpus.py fetch CORPUS_DIR [--mirrors DIR]
+    python benchmarks/notebook_corpus.py rejudge RESULTS_JSON CORPUS_DIR
 
 The corpus is listed in benchmarks/notebook_corpus.json: for each notebook its repository, path, commit,
 import format and language, its role (`run`: measured; `support`: uploaded only, because a measured
@@ -25,7 +26,9 @@ inherent), the feature it broke on, the first line of runs/get-output `error`, t
 inherent = the manifest says the notebook needs something unavailable offline (its `needs` meet
 `inherent_needs`), or the error text says so: DATA_SOURCE_NOT_FOUND delta -> delta; `sc` NameError or an
 RDD attribute -> rdd; a /databricks-datasets path -> datasets; a name-resolution or connection error ->
-internet. Every other failure is `fail`, labelled by the first rule in FEATURES its error matches.
+internet. Every other failure is `fail`, labelled by the first rule in FEATURES its error matches; a run that
+times out (or hangs) is always `fail`: whatever it needs, it must end with a reason.
+`rejudge` prints the table of an earlier run's JSON again, judged with the manifest as it is now.
 Prints the pass rate overall and among the notebooks that need nothing unavailable offline; writes
 benchmarks/results/notebook_corpus.json.
 """
@@ -33,6 +36,7 @@ benchmarks/results/notebook_corpus.json.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -176,7 +180,10 @@ def judge(entry: dict[str, Any], outcome: dict[str, Any], inherent_needs: set[st
     """pass / fail / inherent, and the feature a failing run broke on."""
     if outcome["result_state"] == "SUCCESS":
         return {"result": "pass", "feature": ""}
-    feature, inherent = ("hang", False) if outcome["hung"] else classify(outcome["error"], modules)
+    if outcome["hung"] or outcome["result_state"] == "TIMEDOUT":
+        # never inherent: whatever a notebook needs, it must fail with a reason rather than run out the clock
+        return {"result": "fail", "feature": "hang" if outcome["hung"] else "timeout"}
+    feature, inherent = classify(outcome["error"], modules)
     declared = set(entry["needs"]) & inherent_needs
     return {"result": "inherent" if inherent or declared else "fail", "feature": feature}
 
@@ -200,6 +207,27 @@ def run_corpus(args: argparse.Namespace, host: str, token: str) -> int:
         records.append(record)
         print(f"  {record['result']:8} {record['duration_s']:6.1f} s  {entry['repo']}/{entry['path']}"
               f"{'  ' + record['feature'] if record['feature'] else ''}", flush=True)
+    report(records, inherent_needs)
+    return 0
+
+
+def rejudge(results: Path, corpus_dir: Path) -> int:
+    """The table of an earlier run's JSON, judged again with the manifest as it is now (needs, rules)."""
+    manifest = load_manifest()
+    inherent_needs = set(manifest["inherent_needs"])
+    entries = {(e["repo"], e["path"]): e for e in manifest["notebooks"]}
+    records = []
+    for old in json.loads(results.read_text())["notebooks"]:
+        entry = entries.get((old["repo"], old["path"]))
+        if entry is None:
+            continue
+        record = {**old, "needs": entry["needs"], "expected": entry["expected"]}
+        records.append({**record, **judge(entry, record, inherent_needs, sibling_modules(corpus_dir, entry["repo"]))})
+    report(records, inherent_needs)
+    return 0
+
+
+def report(records: list[dict[str, Any]], inherent_needs: set[str]) -> None:
     rows = [(f"{r['repo'].split('/')[1][:18]}/{Path(r['path']).name[:42]}", r["result"], r["feature"],
              first_line(r["error"])[:110], f"{r['duration_s']:.1f}") for r in records]
     print_table("Compatibility corpus", ["notebook", "result", "feature", "first error line", "s"], rows)
@@ -218,7 +246,6 @@ def run_corpus(args: argparse.Namespace, host: str, token: str) -> int:
     path = write_json("notebook_corpus", {"notebooks": records, "passed": passed, "total": len(records),
                                           "passed_offline": passed_offline, "total_offline": len(offline)})
     print(f"wrote {path}")
-    return 0
 
 
 def fetch(corpus_dir: Path, mirrors: Path | None) -> int:
@@ -248,6 +275,15 @@ def fetch(corpus_dir: Path, mirrors: Path | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["rejudge"]:
+        parser = argparse.ArgumentParser(prog="notebook_corpus.py rejudge")
+        parser.add_argument("results", type=Path, help="a benchmarks/results/notebook_corpus.json")
+        parser.add_argument("corpus_dir", type=Path)
+        judged = parser.parse_args(argv[1:])
+        if not judged.results.is_file():
+            print(f"error: {judged.results} is not a file", file=sys.stderr)
+            return 2
+        return rejudge(judged.results, judged.corpus_dir)
     if argv[:1] == ["fetch"]:
         parser = argparse.ArgumentParser(prog="notebook_corpus.py fetch")
         parser.add_argument("corpus_dir", type=Path)

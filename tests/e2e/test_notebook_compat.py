@@ -72,6 +72,51 @@ def test_files_next_to_the_notebook_are_importable_and_readable(client: Workspac
     assert output.notebook_output.result == "42 2"
 
 
+def test_absolute_workspace_paths_read_files_import_modules_and_run_notebooks(client: WorkspaceClient) -> None:
+    from databricks.sdk.service.workspace import ImportFormat
+
+    client.workspace.upload("/Shared/compat/abs/lib/abs_mod.py", b"def triple(x):\n    return 3 * x\n",
+                            format=ImportFormat.AUTO, overwrite=True)
+    client.workspace.upload("/Shared/compat/abs/data/rows.csv", b"a,b\n1,2\n3,4\n", format=ImportFormat.RAW,
+                            overwrite=True)
+    upload_notebook(client, "/Shared/compat/abs/helper", "helper_value = 'from helper'")
+    path = upload_notebook(
+        client, "/Shared/compat/elsewhere/main",
+        "import os, sys\n"
+        "sys.path.append('/Workspace/Shared/compat/abs/lib')\n"
+        "from abs_mod import triple\n"
+        "rows = open('/Workspace/Shared/compat/abs/data/rows.csv').read().splitlines()\n"
+        "listed = os.listdir('/Workspace/Shared/compat/abs/data')\n"
+        "missing = os.path.exists('/Workspace/Shared/compat/abs/data/none.csv')"
+        + SEP + "# MAGIC %run /Workspace/Shared/compat/abs/helper"
+        + SEP + "dbutils.notebook.exit(f'{triple(2)} {len(rows)} {listed} {missing} {helper_value}')",
+    )
+    output = run_one(client, path)
+
+    assert output.error is None, output.error_trace
+    assert output.notebook_output.result == "6 3 ['rows.csv'] False from helper"
+
+
+def test_library_code_finds_the_notebooks_dbutils_through_get_ipython(client: WorkspaceClient) -> None:
+    # The usual way a module next to a notebook reaches dbutils on Databricks (its notebooks run in IPython).
+    from databricks.sdk.service.workspace import ImportFormat
+
+    client.workspace.upload(
+        "/Shared/compat/ipy/helpers.py",
+        b"import IPython\n"
+        b"def widget(name):\n"
+        b"    shell = IPython.get_ipython()\n"
+        b"    assert shell.user_ns['dbutils'] is shell.ns_table['user_global']['dbutils']\n"
+        b"    return shell.user_ns['dbutils'].widgets.get(name)\n",
+        format=ImportFormat.AUTO, overwrite=True)
+    path = upload_notebook(client, "/Shared/compat/ipy/main",
+                           "from helpers import widget\ndbutils.notebook.exit(widget('who'))")
+    output = run_one(client, path, {"who": "ipython"})
+
+    assert output.error is None, output.error_trace
+    assert output.notebook_output.result == "ipython"
+
+
 def test_fs_magic_in_every_documented_form_and_help(client: WorkspaceClient, workspace: LocalWorkspace) -> None:
     path = upload_notebook(
         client, "/Shared/compat/fs_magic",
@@ -202,3 +247,80 @@ def test_what_cannot_run_offline_says_so_in_one_line(spark_client: WorkspaceClie
                              "Databricks' sample datasets are not shipped with the local workspace; " + mount)
     assert shell.error is not None and shell.error.startswith("CellError: /databricks-datasets/flights is not avail")
     assert all("viewfs" not in (o.error or "") + (o.error_trace or "") for o in (rdd, context, dataset, shell))
+
+
+def test_a_host_that_does_not_resolve_fails_at_once_instead_of_retrying_until_the_timeout(
+        client: WorkspaceClient) -> None:
+    # What MLflow's `databricks` tracking URI does with DATABRICKS_HOST set to a workspace on the internet
+    # (databricks-sdk retries a connection error for 300 s), and what a urllib3 Retry with backoff does
+    # (MLflow's REST client: ~4 minutes). Hosts under .invalid never resolve (RFC 2606).
+    path = upload_notebook(
+        client, "/Shared/compat/offline_host",
+        "import requests\n"
+        "from requests.adapters import HTTPAdapter\n"
+        "from urllib3.util.retry import Retry\n"
+        "session = requests.Session()\n"
+        "session.mount('https://', HTTPAdapter(max_retries=Retry(total=7, backoff_factor=2)))\n"
+        "try:\n"
+        "    session.get('https://api.no-such-host.invalid/x')\n"
+        "except requests.ConnectionError as error:\n"
+        "    print('caught as usual:', type(error).__name__)\n"
+        + SEP +
+        "from databricks.sdk import WorkspaceClient\n"
+        "WorkspaceClient(host='https://demo.no-such-host.invalid', token='dapi-x').clusters.list_node_types()",
+    )
+    # Without the fix the SDK sleeps between retries until this timeout: TIMEDOUT, not FAILED.
+    output = run_one(client, path, timeout_seconds=90)
+
+    assert output.metadata.state.result_state == RunResultState.FAILED, output.metadata.state
+    assert output.error is not None and "demo.no-such-host.invalid" in output.error
+    assert "\n" not in output.error
+    assert "caught as usual: ConnectionError" in (output.logs or "")
+
+
+@pytest.mark.spark
+def test_the_delta_spark_top_level_package(spark_client: WorkspaceClient) -> None:
+    path = upload_notebook(
+        spark_client, "/Shared/compat/delta_top_level",
+        "import delta\n"
+        "from delta import DeltaTable, configure_spark_with_delta_pip\n"
+        "from pyspark.sql import SparkSession\n"
+        "session = configure_spark_with_delta_pip(SparkSession.builder.appName('x')).getOrCreate()\n"
+        "session.range(3).write.format('delta').mode('overwrite').save('/tmp/compat/delta_top_level')\n"
+        "table = delta.DeltaTable.forPath(session, '/tmp/compat/delta_top_level')\n"
+        "dbutils.notebook.exit(f'{DeltaTable is delta.tables.DeltaTable} {table.toDF().count()}')",
+    )
+    output = run_one(spark_client, path)
+
+    assert output.error is None, output.error_trace
+    assert output.notebook_output.result == "True 3"
+
+
+@pytest.mark.spark
+def test_managed_tables_live_where_databricks_puts_them_and_drop_removes_them(
+        spark_client: WorkspaceClient) -> None:
+    path = upload_notebook(
+        spark_client, "/Shared/compat/managed_tables",
+        "spark.sql('CREATE SCHEMA IF NOT EXISTS compat_loc')\n"
+        "spark.sql('DROP TABLE IF EXISTS compat_loc.managed')\n"
+        "spark.sql('CREATE TABLE compat_loc.managed (width INT, length INT)')\n"
+        "spark.sql('INSERT INTO compat_loc.managed VALUES (3, 2)')\n"
+        "rows = spark.sql('DESCRIBE EXTENDED compat_loc.managed').collect()\n"
+        "location = [r.data_type for r in rows if r.col_name == 'Location'][0]\n"
+        "folder = 'dbfs:/user/hive/warehouse/compat_loc.db/managed'\n"
+        "listed = sorted(f.name for f in dbutils.fs.ls(folder))\n"
+        "spark.sql('DROP TABLE compat_loc.managed')\n"
+        "try:\n"
+        "    dbutils.fs.ls(folder)\n"
+        "    after_drop = 'still there'\n"
+        "except Exception as error:\n"
+        "    after_drop = type(error).__name__\n"
+        "dbutils.notebook.exit(f'{location} {\"_delta_log/\" in listed} {after_drop}')",
+    )
+    output = run_one(spark_client, path)
+
+    assert output.error is None, output.error_trace
+    # DROP TABLE removes a managed table's folder (Databricks' DROP TABLE reference), so the corpus lesson
+    # that lists it afterwards fails on Databricks too.
+    assert output.notebook_output.result == (
+        "dbfs:/user/hive/warehouse/compat_loc.db/managed True FileNotFoundError")

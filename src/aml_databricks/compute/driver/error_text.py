@@ -17,6 +17,8 @@ RDD_MESSAGE = (
 )
 _RDD_ERRORS = re.compile(r"JVM_ATTRIBUTE_NOT_SUPPORTED|NOT_IMPLEMENTED\].*\b(rdd|sparkContext)\b")
 _DATASET = re.compile(r"(?:viewfs://dbfs|dbfs:)?(/databricks-datasets(?:/[^\s`'\",;]*)?)")
+_SAMPLE_TABLE = re.compile(r"\bsamples`?\s*\.\s*`?(nyctaxi|tpch)`?\s*\.\s*`?(\w+)", re.IGNORECASE)
+_NOT_FOUND = re.compile(r"NOT_FOUND|does not exist|cannot be found|not found", re.IGNORECASE)
 _INTERNAL_PATH = re.compile(r"viewfs://dbfs(?=/)")
 _JVM_FRAME = re.compile(r"^\s+(at |\.\.\. \d+ more)")
 
@@ -58,6 +60,16 @@ def missing_dataset(text: str) -> str | None:
             "provide a copy with `aml-databricks workspace serve --mount /databricks-datasets=FOLDER`.")
 
 
+def missing_sample_table(text: str) -> str | None:
+    """The one line naming a `samples.nyctaxi.*` / `samples.tpch.*` table the workspace lacks, or None."""
+    match = _SAMPLE_TABLE.search(text)
+    if match is None or not _NOT_FOUND.search(text):
+        return None
+    from aml_databricks.compute.samples_tpch import unavailable_message
+
+    return unavailable_message(match.group(1), match.group(2))
+
+
 def one_line(error: BaseException) -> str:
     """`ExceptionType: the first line of its message`, as runs/get-output's `error` reads on Databricks."""
     name = type(error).__name__
@@ -67,6 +79,9 @@ def one_line(error: BaseException) -> str:
     dataset = missing_dataset(text)
     if dataset is not None:
         return f"{name}: {dataset}"
+    sample = missing_sample_table(text.split("JVM stacktrace:", 1)[0])
+    if sample is not None:
+        return f"{name}: {sample}"
     text = text.split("JVM stacktrace:", 1)[0]
     first = next((line.strip() for line in text.splitlines() if line.strip()), "")
     return f"{name}: {user_paths(first)}" if first else name

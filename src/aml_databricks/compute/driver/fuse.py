@@ -1,4 +1,5 @@
-"""`/dbfs/...` and `/Volumes/...` for all Python code of a run, as Databricks' FUSE mounts give them.
+"""`/dbfs/...`, `/Volumes/...` and `/Workspace/...` for all Python code of a run, as Databricks' FUSE
+mounts give them.
 
 On Databricks any code on the driver (a notebook, a Python file task, a library it imports) can
 `open("/dbfs/x")` or `os.listdir("/Volumes/c/s/v")`. Here there is no FUSE mount, so the driver
@@ -6,7 +7,8 @@ process wraps the file functions Python code reaches such paths through: `open` 
 which `pathlib` and pandas use) and the `os` functions that take paths (which `os.path`, `pathlib`,
 `shutil`, `glob` and `os.walk` call by module attribute). A path under `/dbfs` or `/Volumes` is
 mapped to its local file (`PathMapper.python_local`); every other argument passes through as it
-was, after one `startswith` check. C extensions that open files themselves (pyarrow's file
+was, after one `startswith` check. (`/Workspace` paths go to the run's copy of workspace files:
+compute/driver/workspace_files.py.) C extensions that open files themselves (pyarrow's file
 system, for one) and subprocesses (`%sh`) don't see the mapping.
 """
 
@@ -19,7 +21,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-PREFIXES = ("/dbfs", "/Volumes")
+PREFIXES = ("/dbfs", "/Volumes", "/Workspace")
 # os functions whose first argument is a path; `rename`/`replace` take two, `link`/`symlink` too.
 ONE_PATH = ("stat", "lstat", "listdir", "scandir", "mkdir", "rmdir", "remove", "unlink", "open", "access",
             "chmod", "utime", "truncate", "makedirs", "removedirs", "readlink")
@@ -29,7 +31,7 @@ _ORIGINALS: dict[tuple[Any, str], Any] = {}
 
 
 def install(python_local: Callable[[str], str]) -> None:
-    """Map /dbfs and /Volumes paths in this process through `python_local`; idempotent."""
+    """Map /dbfs, /Volumes and /Workspace paths in this process through `python_local`; idempotent."""
     uninstall()
 
     def mapped(path: Any) -> Any:

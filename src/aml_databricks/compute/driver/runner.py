@@ -27,7 +27,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aml_databricks import notebooks
-from aml_databricks.compute.driver import cells, error_text, fuse, sql_names, sql_widgets
+from aml_databricks.compute.driver import (
+    cells,
+    error_text,
+    fuse,
+    notebook_shell,
+    sql_names,
+    sql_widgets,
+    unresolved_hosts,
+    workspace_files,
+)
 from aml_databricks.compute.driver.api import WorkspaceApi
 from aml_databricks.compute.driver.cells import (
     cell_filename,
@@ -106,6 +115,7 @@ class TaskRunner:
             self.redactor.add(self.api.token)  # reachable through the notebook context, as on Databricks
         self.paths = PathMapper.from_config(task.fs)
         self.spark: Any = None
+        self.workspace_mirror: workspace_files.WorkspaceMirror | None = None  # /Workspace paths -> local copies
         self._path_stack = [task.path or "/notebook"]
         self.failed_cell: tuple[str, Cell] | None = None  # the innermost cell that raised
         context = RunContext(
@@ -131,7 +141,11 @@ class TaskRunner:
     # --- set-up ------------------------------------------------------------------------------
 
     def prepare(self) -> None:
-        fuse.install(self.paths.python_local)  # /dbfs and /Volumes for all code of the run, libraries too
+        if self.api is not None and self.files_dir is not None:
+            self.workspace_mirror = workspace_files.WorkspaceMirror(self.api, self.files_dir)
+            workspace_files.install_import_hook(self.workspace_mirror)
+        fuse.install(self._python_local)  # /dbfs, /Volumes, /Workspace for all code of the run, libraries too
+        unresolved_hosts.install()  # no internet: an unknown host fails at once, not after minutes of retries
         for entry in reversed(self.task.python_path):
             sys.path.insert(0, entry)
         if self.task.python_path:
@@ -152,6 +166,7 @@ class TaskRunner:
         if self.run_dir is not None:
             capture_streams(self.outputs)
         self.namespace = self._globals()
+        notebook_shell.install(self.namespace)  # IPython.get_ipython().user_ns, as in Databricks' kernel
         if self.task.kind == "notebook":
             self._enter_notebook_folder()
 
@@ -159,14 +174,19 @@ class TaskRunner:
         """The notebook's folder (its workspace files copied here) is the cwd and first on sys.path."""
         if self.api is None or self.files_dir is None or not self.task.path.startswith("/"):
             return
-        from aml_databricks.compute.driver import workspace_files
-
-        folder = posixpath.dirname(self.task.path) or "/"
+        folder = posixpath.dirname(_without_workspace_prefix(self.task.path)) or "/"
         local = self.files_dir / folder.lstrip("/")
         local.mkdir(parents=True, exist_ok=True)
         workspace_files.copy_folder(self.api, folder, local)
+        if self.workspace_mirror is not None:
+            self.workspace_mirror.mark_copied(folder)
         os.chdir(local)
         sys.path.insert(0, str(local))
+
+    def _python_local(self, path: str) -> str:
+        if self.workspace_mirror is not None and path.startswith("/Workspace"):
+            return self.workspace_mirror.local(path)
+        return self.paths.python_local(path)
 
     def _globals(self) -> dict[str, Any]:
         namespace: dict[str, Any] = {
@@ -358,6 +378,13 @@ def describe_error(error: BaseException, failed_cell: tuple[str, Cell] | None) -
         )
         exception.stack = traceback.StackSummary.from_list([frame, *exception.stack])
     return summary, error_text.trim_trace("".join(exception.format()))
+
+
+def _without_workspace_prefix(path: str) -> str:
+    """`/Workspace/Users/x` and `/Users/x` name the same object (the workspace API says so too)."""
+    if path == "/Workspace" or path.startswith("/Workspace/"):
+        return path[len("/Workspace"):] or "/"
+    return path
 
 
 def _chain(exception: traceback.TracebackException) -> Iterator[traceback.TracebackException]:

@@ -53,6 +53,8 @@ import org.apache.spark.sql.util.CaseInsensitiveStringMap;
  */
 public class DeltaCatalog extends DelegatingCatalogExtension {
     private static final String DELTA = "delta";
+    /** The path as the user knows it, for what is shown (aml_databricks.delta.commit.SHOWN_PATH_OPTION). */
+    private static final String SHOWN_PATH = "__aml_shown_path";
 
     @Override
     public Table loadTable(Identifier ident) throws NoSuchTableException {
@@ -106,7 +108,7 @@ public class DeltaCatalog extends DelegatingCatalogExtension {
             StructType schema = org.apache.spark.sql.connector.catalog.CatalogV2Util.v2ColumnsToStructType(columns);
             StructType written = writeFirstVersion(location, schema, partitionNames(partitions), properties);
             // The schema is known here: no Python round trip to read it back from the new log.
-            return deltaTable(location, new HashMap<>(), written);
+            return deltaTable(location, shownAs(created.location().toString()), written);
         } catch (NoSuchTableException | IOException e) {
             throw new IllegalStateException("could not create the Delta table " + ident + ": " + e.getMessage(), e);
         }
@@ -125,7 +127,9 @@ public class DeltaCatalog extends DelegatingCatalogExtension {
             CatalogTable catalogTable = ((V1Table) table).catalogTable();
             if (catalogTable.provider().isDefined() && isDelta(catalogTable.provider().get())) {
                 try {
-                    return deltaTable(resolve(catalogTable.location().toString()), options);
+                    Map<String, String> withShown = new HashMap<>(options);
+                    withShown.putAll(shownAs(catalogTable.location().toString()));
+                    return deltaTable(resolve(catalogTable.location().toString()), withShown);
                 } catch (IOException e) {
                     throw new IllegalArgumentException("table " + ident + ": " + e.getMessage(), e);
                 }
@@ -194,7 +198,7 @@ public class DeltaCatalog extends DelegatingCatalogExtension {
         public Map<String, String> properties() {  // DESCRIBE TABLE EXTENDED shows these
             Map<String, String> shown = new HashMap<>(table.properties());
             shown.put(TableCatalog.PROP_PROVIDER, DELTA);
-            shown.put(TableCatalog.PROP_LOCATION, options.get("path"));
+            shown.put(TableCatalog.PROP_LOCATION, options.getOrDefault(SHOWN_PATH, options.get("path")));
             return shown;
         }
         @Override public Set<TableCapability> capabilities() { return table.capabilities(); }
@@ -224,6 +228,19 @@ public class DeltaCatalog extends DelegatingCatalogExtension {
 
     private static boolean exists(Path path) throws IOException {
         return path.getFileSystem(hadoopConf()).exists(path);
+    }
+
+    /**
+     * A catalog table's location as Databricks shows it (DESCRIBE EXTENDED, DESCRIBE DETAIL, messages):
+     * `dbfs:/user/hive/warehouse/t` rather than the DBFS root's ViewFS URI or the local folder behind it.
+     */
+    private static Map<String, String> shownAs(String location) {
+        Map<String, String> shown = new HashMap<>();
+        String viewfsRoot = "viewfs://dbfs/";
+        if (location.startsWith(viewfsRoot)) {
+            shown.put(SHOWN_PATH, "dbfs:/" + location.substring(viewfsRoot.length()));
+        }
+        return shown;
     }
 
     /** The local file: URI behind a location, through this session's ViewFS mount table. */
