@@ -21,7 +21,8 @@ from aml_databricks.workspace.errors import (
     ResourceAlreadyExists,
     SourceNotFound,
 )
-from aml_databricks.workspace.paths import is_local_file, normalize_path
+from aml_databricks.workspace.paths import is_dbfs_file, is_local_file, normalize_path
+from aml_databricks.workspace.storage_paths import StoragePaths
 from aml_databricks.workspace.store import Store
 
 IMPORT_FORMATS = ("SOURCE", "JUPYTER", "AUTO", "RAW")
@@ -34,8 +35,9 @@ NOTEBOOK_EXTENSIONS = (".py", ".sql", ".scala", ".r", ".ipynb")
 
 
 class Objects:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, storage: StoragePaths | None = None) -> None:
         self.store = store
+        self.storage = storage  # where a task's `dbfs:/` python_file is read from
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -82,6 +84,11 @@ class Objects:
                 raise SourceNotFound(f"Unable to access the notebook {path}: it does not exist in the workspace.")
             return bytes(row["content"]).decode(), row["language"]
         python_file = task["spark_python_task"]["python_file"]
+        if is_dbfs_file(python_file) and self.storage is not None:
+            try:
+                return self.storage.dbfs(python_file).local.read_text(), "PYTHON"
+            except (OSError, UnicodeDecodeError, InvalidParameterValue):
+                raise SourceNotFound(f"Python file {python_file} does not exist.") from None
         if is_local_file(python_file):
             local = Path(python_file)
             if local.is_file():

@@ -27,3 +27,8 @@ def normalize_path(raw: Any) -> str:
 def is_local_file(path: str) -> bool:
     """A spark_python_task's python_file outside the workspace tree: read from the local disk."""
     return path.startswith("/") and not path.startswith(WORKSPACE_ROOTS)
+
+
+def is_dbfs_file(path: str) -> bool:
+    """A spark_python_task's python_file given as a DBFS URI (`dbfs:/x.py`), as Databricks accepts it."""
+    return path.startswith("dbfs:/")

@@ -13,7 +13,8 @@ from typing import Any
 
 from aml_databricks.workspace.errors import InvalidParameterValue, NotSupportedLocally
 from aml_databricks.workspace.models import MAX_TASK_KEY, RunSettings, parse
-from aml_databricks.workspace.paths import is_local_file, normalize_path
+from aml_databricks.workspace.paths import is_dbfs_file, is_local_file, normalize_path
+from aml_databricks.workspace.storage_paths import normalize as normalize_storage_path
 
 # Task types the local compute runs, and the ones Databricks has that it cannot.
 RUNNABLE_TASK_TYPES = ("notebook_task", "spark_python_task")
@@ -133,6 +134,8 @@ def _task(task: dict[str, Any], job_clusters: dict[Any, Any], environments: dict
         task[kind]["base_parameters"] = {str(k): _param_text(v) for k, v in params.items()}
     elif not task[kind].get("python_file"):
         raise InvalidParameterValue(f"Task {key}: spark_python_task.python_file is required.")
+    elif is_dbfs_file(task[kind]["python_file"]) and task[kind].get("source", "WORKSPACE") == "WORKSPACE":
+        normalize_storage_path(task[kind]["python_file"][len("dbfs:"):], "spark_python_task.python_file")
     elif not is_local_file(task[kind]["python_file"]) and task[kind].get("source", "WORKSPACE") == "WORKSPACE":
         normalize_path(task[kind]["python_file"])
     elif task[kind].get("source", "WORKSPACE") != "WORKSPACE":

@@ -36,6 +36,7 @@ from aml_databricks.workspace.lock import DataDirLock, RunningWorkspace, Workspa
 from aml_databricks.workspace.mlflow_api import MlflowProxy
 from aml_databricks.workspace.objects import Objects
 from aml_databricks.workspace.scheduler import Scheduler
+from aml_databricks.workspace.storage_paths import StoragePaths
 from aml_databricks.workspace.store import Store
 
 if TYPE_CHECKING:
@@ -167,7 +168,7 @@ class LocalWorkspace:
         self.spark = self._make_spark()
         executor = self._executor or self._default_executor()
         self.executor = executor
-        objects = Objects(self.store)
+        objects = Objects(self.store, StoragePaths(self.fs_table))
         self.scheduler = Scheduler(self.store, executor, runs_dir=self.data_dir / "runs",
                                    resolve_source=objects.source, fs_table=self.fs_table,
                                    max_concurrent_tasks=self._max_concurrent_tasks)
