@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.errors import InvalidParameterValue, ResourceDoesNotExist
+from databricks.sdk.service.compute import ClusterLogConf, ClusterSpec, DbfsStorageInfo
 from databricks.sdk.service.jobs import (
     NotebookTask,
     RunIf,
@@ -114,6 +116,32 @@ def test_python_file_task_gets_parameters_and_logs(client: WorkspaceClient, tmp_
         spark_python_task=SparkPythonTask(python_file=str(script), parameters=["--n", "3"]))]).result(timeout=WAIT)
     assert run.state.result_state == RunResultState.SUCCESS
     assert "args ['--n', '3']" in client.jobs.get_run_output(run.tasks[0].run_id).logs
+
+
+def test_python_file_from_dbfs_on_a_new_cluster_delivers_its_cluster_log(client: WorkspaceClient) -> None:
+    client.dbfs.upload("/scripts/hello.py", io.BytesIO(b"import sys\nprint('hello from dbfs', sys.argv[1:])\n"),
+                       overwrite=True)
+    cluster = ClusterSpec(spark_version="15.4.x-scala2.12", node_type_id="Standard_DS3_v2", num_workers=0,
+                          cluster_log_conf=ClusterLogConf(dbfs=DbfsStorageInfo(destination="dbfs:/cluster-logs")))
+    run = client.jobs.submit(run_name="from dbfs", tasks=[SubmitTask(
+        task_key="py", new_cluster=cluster,
+        spark_python_task=SparkPythonTask(python_file="dbfs:/scripts/hello.py", parameters=["x"]),
+    )]).result(timeout=WAIT)
+    assert run.state.result_state == RunResultState.SUCCESS
+    # delivered as Databricks delivers a job cluster's logs: <destination>/<cluster id>/driver/
+    [folder] = [entry.path for entry in client.dbfs.list("dbfs:/cluster-logs")]
+    stdout = client.dbfs.download(f"{folder}/driver/stdout").read().decode()
+    assert "hello from dbfs ['x']" in stdout
+    assert "stdout" in client.dbfs.download(f"{folder}/driver/stderr").read().decode()  # says where it all went
+
+
+def test_missing_dbfs_python_file_fails_the_run_with_a_message(client: WorkspaceClient) -> None:
+    waiter = client.jobs.submit(run_name="missing", tasks=[SubmitTask(
+        task_key="py", existing_cluster_id="local",
+        spark_python_task=SparkPythonTask(python_file="dbfs:/scripts/not_there.py"))])
+    run = _wait_terminal(client, waiter.run_id)
+    assert run.state.life_cycle_state == RunLifeCycleState.INTERNAL_ERROR
+    assert "dbfs:/scripts/not_there.py" in run.state.state_message
 
 
 def test_missing_notebook_fails_the_run_with_a_message(client: WorkspaceClient) -> None:

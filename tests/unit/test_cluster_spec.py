@@ -13,6 +13,7 @@ from aml_databricks.compute.host.cluster_specs import (
     local_cores,
     session_confs,
     static_confs,
+    usage_tag_confs,
     validate_cluster_spec,
 )
 from aml_databricks.compute.tables import local_table_name, split_table_name
@@ -98,6 +99,20 @@ def test_static_confs_get_a_stable_dedicated_server() -> None:
     dedicated = cluster_id_for(spec)
     assert dedicated.startswith("local-") and dedicated == cluster_id_for(dict(spec))
     assert cluster_id_for({"spark_conf": {"spark.sql.extensions": "x.Z"}, "num_workers": 1}) != dedicated
+
+
+@pytest.mark.parametrize(("log_conf", "enabled", "destination"), [
+    (None, "false", ""),
+    ({"dbfs": {"destination": "dbfs:/cluster-logs/"}}, "true", "dbfs:/cluster-logs"),
+    ({"volumes": {"destination": "/Volumes/main/default/logs"}}, "true", "/Volumes/main/default/logs"),
+    ({"s3": {"destination": "s3://bucket/logs"}}, "false", ""),  # not deliverable here: said so, not faked
+])
+def test_usage_tags_say_where_cluster_logs_are_delivered(log_conf: Any, enabled: str, destination: str) -> None:
+    spec = {"spark_version": "15.4.x-scala2.12", "node_type_id": "Standard_DS3_v2", "num_workers": 0,
+            **({"cluster_log_conf": log_conf} if log_conf else {})}
+    tags = usage_tag_confs(spec)
+    assert tags["spark.databricks.clusterUsageTags.clusterLogDeliveryEnabled"] == enabled
+    assert tags["spark.databricks.clusterUsageTags.clusterLogDestination"] == destination
 
 
 def test_workers_map_to_local_cores_capped_at_the_machine() -> None:

@@ -16,6 +16,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from aml_databricks.compute.host.cluster_logs import log_destination
 from aml_databricks.compute.host.runtime_version import runtime_spark_version
 
 DEFAULT_CLUSTER_ID = "local"
@@ -203,8 +204,8 @@ def usage_tag_confs(cluster: Mapping[str, Any]) -> dict[str, str]:
         "clusterId": cluster_id,
         "clusterName": cluster_name(cluster_id),
         "sparkVersion": str(cluster.get("spark_version") or local_spark_version()),
-        "clusterLogDeliveryEnabled": "false",  # no cluster_log_conf delivery here
-        "clusterLogDestination": "",
+        "clusterLogDeliveryEnabled": "true" if log_destination(cluster) else "false",  # cluster_logs.py
+        "clusterLogDestination": log_destination(cluster) or "",
         "clusterNodeType": node_type,
         "driverNodeType": str(cluster.get("driver_node_type_id") or node_type),
         "clusterWorkers": str(int(workers or 0)),

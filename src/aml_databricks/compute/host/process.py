@@ -317,9 +317,19 @@ class DriverExecution:
             return None
 
     def _drain_log(self) -> None:
-        """Let the pump write the driver's last output; bounded: a stray holder of the pipe can't block."""
+        """Let the pump write the driver's last output; bounded: a stray holder of the pipe can't block.
+        Then deliver the log where the cluster's `cluster_log_conf` asks (cluster_logs.py)."""
         if self._pump is not None:
             self._pump.join(PUMP_DRAIN_S)
+        cluster = self._launch.task.new_cluster
+        if cluster and cluster.get("cluster_log_conf"):
+            from aml_databricks.compute.host.cluster_logs import deliver
+            from aml_databricks.compute.host.cluster_specs import cluster_id_for
+
+            try:
+                deliver(cluster, cluster_id_for(cluster), self._launch.fs, self._run_dir / "output.log")
+            except (OSError, ValueError) as error:  # a bad destination must not change how the run ended
+                log.warning("cluster log delivery of run %s failed: %s", self._launch.run_id, error)
 
     def _environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
