@@ -6,8 +6,10 @@ and from the data dir. Needs full `mlflow` (the `mlflow` extra): skipped without
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import timedelta
@@ -20,7 +22,7 @@ from databricks.sdk import WorkspaceClient
 from databricks.sdk.service.compute import ClusterSpec
 from databricks.sdk.service.jobs import NotebookTask, RunResultState, SubmitTask
 
-from aml_databricks.workspace import LocalWorkspace
+from aml_databricks.workspace import LocalWorkspace, mlflow_api
 from tests.fixtures_workspace import upload_notebook
 
 pytest.importorskip("mlflow.server", reason="the workspace's MLflow API needs the mlflow extra")
@@ -117,6 +119,55 @@ def test_mlflow_calls_need_the_workspace_token(workspace: LocalWorkspace, path: 
     wrong = api(workspace, "POST", path, token="dapi-not-the-token", json={"max_results": 5})
     assert wrong.status_code == 403
     assert api(workspace, "POST", path, json={"max_results": 5}).status_code == 200
+
+
+def signed_in_browser(workspace: LocalWorkspace) -> requests.Session:
+    browser = requests.Session()
+    assert browser.get(f"{workspace.host}/login", params={"token": workspace.token}, timeout=30).status_code == 200
+    return browser
+
+
+def test_mlflow_web_ui_is_served_under_mlflow_to_a_signed_in_browser(workspace: LocalWorkspace,
+                                                                     seen: dict[str, Any]) -> None:
+    browser = signed_in_browser(workspace)
+    assert 'href="/mlflow/"' in browser.get(f"{workspace.host}/", timeout=30).text  # the run pages link to it
+    index = browser.get(f"{workspace.host}/mlflow/", timeout=120)
+    assert index.status_code == 200 and "<title>MLflow</title>" in index.text
+    # its script and its API calls are relative to the page: they come back under /mlflow/ too
+    script = re.search(r'src="(static-files/[^"]+\.js)"', index.text)
+    assert script is not None
+    assert browser.get(f"{workspace.host}/mlflow/{script.group(1)}", timeout=60).status_code == 200
+    found = browser.post(f"{workspace.host}/mlflow/ajax-api/2.0/mlflow/experiments/search",
+                         json={"max_results": 100}, timeout=60)
+    assert found.status_code == 200, found.text
+    assert seen["experiment_id"] in [e["experiment_id"] for e in found.json()["experiments"]]
+    run = browser.get(f"{workspace.host}/mlflow/ajax-api/2.0/mlflow/runs/get", params={"run_id": seen["run_id"]},
+                      timeout=60)
+    assert run.json()["run"]["info"]["run_id"] == seen["run_id"]
+    assert browser.get(f"{workspace.host}/mlflow", allow_redirects=False, timeout=30).headers["location"] == "/mlflow/"
+
+
+def test_mlflow_web_ui_needs_the_sign_in_cookie(workspace: LocalWorkspace) -> None:
+    page = requests.get(f"{workspace.host}/mlflow/", allow_redirects=False, timeout=30)
+    assert page.status_code == 303 and page.headers["location"] == "/login?next=/mlflow/"
+    # the API token is for the API: the UI's own calls need the browser's session
+    call = api(workspace, "POST", "/mlflow/ajax-api/2.0/mlflow/experiments/search", json={"max_results": 5})
+    assert call.status_code == 401 and "experiments" not in call.text
+
+
+def test_mlflow_web_ui_without_mlflow_installed_says_which_extra(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    def not_installed(name: str) -> Any:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    # the step's light install has no `mlflow` distribution: the proxy looks it up before starting a server
+    monkeypatch.setattr(mlflow_api.importlib.metadata, "distribution", not_installed)
+    with LocalWorkspace(tmp_path / "data", spark=False) as workspace:
+        page = signed_in_browser(workspace).get(f"{workspace.host}/mlflow/", timeout=30)
+        api_call = api(workspace, "POST", "/api/2.0/mlflow/experiments/search", json={"max_results": 5})
+    assert page.status_code == 501
+    assert page.text == mlflow_api.UI_NOT_INSTALLED + "\n" and "aml-databricks[mlflow]" in page.text
+    assert api_call.status_code == 501 and api_call.json()["error_code"] == "NOT_IMPLEMENTED"
 
 
 def test_mlflow_server_starts_on_first_use_restarts_after_a_crash_and_stops_with_the_workspace(

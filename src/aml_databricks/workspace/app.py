@@ -34,10 +34,11 @@ from aml_databricks.workspace.errors import (
 from aml_databricks.workspace.faults import FaultInjector, parse_faults
 from aml_databricks.workspace.jobs import Jobs
 from aml_databricks.workspace.long_poll import held_run_json
-from aml_databricks.workspace.mlflow_api import MlflowProxy, is_mlflow_path
+from aml_databricks.workspace.mlflow_api import UI_PREFIX, MlflowProxy, is_mlflow_path
 from aml_databricks.workspace.models import FaultPlan, SecretPut, WorkspaceImport, parse
 from aml_databricks.workspace.objects import Objects, decode_content
 from aml_databricks.workspace.openapi import check_described, describe
+from aml_databricks.workspace.pages.auth import signed_in
 from aml_databricks.workspace.pages.export import export_run
 from aml_databricks.workspace.pages.routes import page_routes
 from aml_databricks.workspace.scheduler import Scheduler
@@ -132,6 +133,7 @@ def build_app(services: Services, *, faults: str | None = None, faults_seed: int
         Route("/.well-known/databricks-config", _well_known, methods=["GET"]),
         Route("/api/{rest:path}", api, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
         Route("/ajax-api/{rest:path}", api, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),  # MLflow's UI calls
+        *_mlflow_ui_routes(services),
         # the run page (run_page_url), runs list, workspace browser, login: workspace/pages/
         *page_routes(services.jobs, services.objects, services.scheduler.runs_dir, services.token),
     ]
@@ -143,6 +145,16 @@ def build_app(services: Services, *, faults: str | None = None, faults_seed: int
 
 
 # -- plumbing ------------------------------------------------------------------------------
+
+
+def _mlflow_ui_routes(services: Services) -> list[Route]:
+    """MLflow's web UI at /mlflow/ (mlflow_api.py), behind the pages' sign-in cookie."""
+    if services.mlflow is None:
+        return []
+    ui = services.mlflow.ui_endpoint(lambda request: signed_in(request, services.token))
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+    return [Route(UI_PREFIX, ui, methods=methods), Route(UI_PREFIX + "/{rest:path}", ui, methods=methods)]
+
 
 
 def _bearer(headers: Any) -> str | None:

@@ -1,15 +1,22 @@
-"""The workspace's MLflow API: `/api/2.0/mlflow/*` (and `/ajax-api/...`), answered by MLflow's own server.
+"""The workspace's MLflow API: `/api/2.0/mlflow/*` (and `/ajax-api/...`), and MLflow's web UI under `/mlflow/`,
+answered by MLflow's own server.
 
 MLflow's REST API is Databricks' (same paths, same `{"error_code", "message"}` errors), so rather than
 re-implement it the workspace forwards these calls, once their token is checked, to MLflow's tracking
 server running beside it (`mlflow_backend.py`, one process per workspace on a Unix socket). That
 process starts on the first MLflow call, not with the workspace, and stops with it.
 
+MLflow's web UI is served under `UI_PREFIX` (`/mlflow/`, linked from the run pages): the prefix is taken off
+and the rest forwarded, so the UI's page, its static files and its `ajax-api/...` calls (relative URLs,
+hash routing) all reach the same server. Like the run pages it needs the sign-in cookie (pages/auth.py),
+not a bearer token; a browser without it is sent to `/login`.
+
 What is not forwarded:
 - Unity Catalog's model registry (`/api/2.0/mlflow/unity-catalog/...`), the default registry of MLflow 3
   for the `databricks` tracking URI: MLflow's server has no such endpoints, and a client writes those
   models straight to cloud storage. The answer names the fix: `mlflow.set_registry_uri("databricks")`.
-- the `Authorization` header: MLflow's server has no users here; the token stops at the workspace.
+- the `Authorization` header and cookies: MLflow's server has no users here; the token and the session stop at
+  the workspace. A UI call's `Origin` neither: the cookie (SameSite=Strict) already kept other sites out.
 
 Without full `mlflow` installed (the step's light install has only mlflow-skinny) every MLflow call
 answers 501 NOT_IMPLEMENTED naming `pip install 'aml-databricks[mlflow]'`.
@@ -30,21 +37,26 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 
 from aml_databricks.compute.host import lifeline
 from aml_databricks.workspace.errors import ApiError, InternalError
 
+UI_PREFIX = "/mlflow"
 MLFLOW_PREFIXES = ("/api/2.0/mlflow/", "/api/3.0/mlflow/", "/ajax-api/2.0/mlflow/", "/ajax-api/3.0/mlflow/")
 UNITY_CATALOG_PREFIXES = tuple(prefix + "unity-catalog/" for prefix in MLFLOW_PREFIXES)
 START_TIMEOUT_SECONDS = 120.0
 STOP_GRACE_SECONDS = 5.0
 # Headers of one connection, not of the message (RFC 9110 §7.6.1), and the token, which MLflow must not see.
 _NOT_FORWARDED = frozenset({"authorization", "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
-                            "te", "trailer", "transfer-encoding", "upgrade"})
+                            "te", "trailer", "transfer-encoding", "upgrade", "cookie"})
+_NOT_FORWARDED_FROM_UI = _NOT_FORWARDED | {"origin"}
+UI_NOT_INSTALLED = ("MLflow's web UI needs full MLflow with this local workspace: pip install 'aml-databricks[mlflow]' "
+                    "and restart it.")
 log = logging.getLogger(__name__)
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -109,13 +121,36 @@ class MlflowProxy:
                 return JSONResponse(internal.body(), status_code=internal.status)
         return forward
 
-    async def _forward(self, request: Request) -> Response:
+    def ui_endpoint(self, signed_in: Callable[[Request], bool]) -> Endpoint:
+        """MLflow's web UI under UI_PREFIX, for a browser signed in to the pages."""
+        async def ui(request: Request) -> Response:
+            path = request.scope["raw_path"].decode("latin-1")
+            if not signed_in(request):
+                if request.method != "GET" or "/ajax-api/" in path:
+                    return JSONResponse({"error": "sign in first"}, status_code=401)
+                return RedirectResponse("/login?next=" + quote(UI_PREFIX + "/", safe="/"), status_code=303)
+            if path == UI_PREFIX:
+                return RedirectResponse(UI_PREFIX + "/", status_code=307)
+            try:
+                return await self._forward(request, path[len(UI_PREFIX):], _NOT_FORWARDED_FROM_UI)
+            except MlflowNotInstalled:
+                return PlainTextResponse(UI_NOT_INSTALLED + "\n", status_code=501)
+            except ApiError as error:
+                return JSONResponse(error.body(), status_code=error.status)
+            except Exception as exc:
+                log.exception("%s %s failed", request.method, path)
+                return PlainTextResponse(f"Local workspace error: {type(exc).__name__}: {exc}\n", status_code=500)
+        return ui
+
+    async def _forward(self, request: Request, path: str | None = None,
+                       not_forwarded: frozenset[str] = _NOT_FORWARDED) -> Response:
         import httpx
 
         headers = [(name, value) for name, value in request.headers.raw
-                   if name.decode("latin-1").lower() not in _NOT_FORWARDED]
+                   if name.decode("latin-1").lower() not in not_forwarded]
         query = request.scope.get("query_string", b"").decode("latin-1")
-        target = request.scope["raw_path"].decode("latin-1") + ("?" + query if query else "")
+        path = request.scope["raw_path"].decode("latin-1") if path is None else path
+        target = path + ("?" + query if query else "")
         # a read's (empty) body is kept so that the read can be repeated; any other body streams through
         content: Any = await request.body() if request.method in ("GET", "HEAD") else None
         for attempt in (1, 2):
