@@ -145,6 +145,13 @@ def test_mlflow_web_ui_is_served_under_mlflow_to_a_signed_in_browser(workspace: 
                       timeout=60)
     assert run.json()["run"]["info"]["run_id"] == seen["run_id"]
     assert browser.get(f"{workspace.host}/mlflow", allow_redirects=False, timeout=30).headers["location"] == "/mlflow/"
+    # the artifact view reads what the client stored through the Files API
+    listing = browser.get(f"{workspace.host}/mlflow/ajax-api/2.0/mlflow/artifacts/list",
+                          params={"run_id": seen["run_id"], "path": "notes"}, timeout=60)
+    assert [f["path"] for f in listing.json()["files"]] == ["notes/note.txt"], listing.text
+    content = browser.get(f"{workspace.host}/mlflow/get-artifact",
+                          params={"path": "notes/note.txt", "run_uuid": seen["run_id"]}, timeout=60)
+    assert content.status_code == 200 and content.text == "hello from the client"
 
 
 def test_mlflow_web_ui_needs_the_sign_in_cookie(workspace: LocalWorkspace) -> None:

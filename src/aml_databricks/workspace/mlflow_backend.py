@@ -15,12 +15,16 @@ through the workspace, which checks the token first.
 Artifacts: new experiments get `dbfs:/databricks/mlflow-tracking/<experiment id>` as their artifact
 location, as on Databricks. A client with the `databricks` tracking URI writes and reads those
 through the workspace's Files API (`/WorkspaceInternal/Mlflow/Artifacts/...`, mapped to
-`DATA_DIR/mlflow/artifacts/`), not through this process.
+`DATA_DIR/mlflow/artifacts/`), not through this process. This server only reads them, for the web UI
+(`get-artifact`, `artifacts/list`): its `dbfs:` artifact repository is the local folder the Files API
+wrote to (`local_artifact_path`), not Databricks' DBFS client, which would need a workspace to call.
 """
 
 from __future__ import annotations
 
 import os
+import posixpath
+import re
 import sys
 import threading
 import time
@@ -45,6 +49,35 @@ def exit_with_parent() -> None:
     threading.Thread(target=watch, name="exit-with-workspace", daemon=True).start()
 
 
+RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def local_artifact_path(data_dir: Path, artifact_uri: str) -> Path:
+    """Where a `dbfs:` artifact URI's files are: a run's under the Files API's MLflow folder, the rest in DBFS.
+
+    `dbfs:/databricks/mlflow-tracking/<experiment>/<run>/artifacts/x` is what the client stored at
+    `/WorkspaceInternal/Mlflow/Artifacts/<experiment>/Runs/<run>/artifacts/x` (storage_paths.py); any
+    other `dbfs:/x` (an experiment created with a DBFS artifact location) is `DATA_DIR/dbfs/x`.
+    """
+    path = posixpath.normpath("/" + artifact_uri.removeprefix("dbfs:").lstrip("/"))
+    parts = path.strip("/").split("/")
+    # ["databricks", "mlflow-tracking", <experiment>, <run>, ...]
+    if path.startswith(ARTIFACT_ROOT.removeprefix("dbfs:") + "/") and len(parts) >= 4 and RUN_ID.match(parts[3]):
+        return data_dir.joinpath("mlflow", "artifacts", parts[2], "Runs", *parts[3:])
+    return data_dir.joinpath("dbfs", *parts)
+
+
+def use_local_dbfs_artifacts(data_dir: Path) -> None:
+    from mlflow.store.artifact.artifact_repository_registry import _artifact_repository_registry
+    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+
+    def repository(artifact_uri: str, tracking_uri: str | None = None,
+                   registry_uri: str | None = None) -> LocalArtifactRepository:
+        return LocalArtifactRepository(str(local_artifact_path(data_dir, artifact_uri)))
+
+    _artifact_repository_registry.register("dbfs", repository)  # type: ignore[no-untyped-call]
+
+
 def serve(data_dir: Path, socket_path: str) -> None:
     exit_with_parent()
     from mlflow.server import constants
@@ -62,6 +95,7 @@ def serve(data_dir: Path, socket_path: str) -> None:
     from mlflow.server.handlers import initialize_backend_stores
 
     initialize_backend_stores(uri, uri, ARTIFACT_ROOT)  # creates and migrates the database before listening
+    use_local_dbfs_artifacts(data_dir)
     from mlflow.server.fastapi_app import app
 
     uvicorn.run(app, uds=socket_path, log_level="warning", access_log=False, lifespan="off")
