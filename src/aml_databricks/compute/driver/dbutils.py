@@ -251,6 +251,18 @@ class _EntryPoint:
     def getContext(self) -> _NotebookContext:
         return _NotebookContext(self._context)
 
+    def getNonUcApiToken(self) -> str | None:
+        """The run's token (Databricks refreshes it; a local run's lasts as long as the run)."""
+        return self._context.api.token if self._context.api else None
+
+    def getDriverConf(self) -> _DriverConf:
+        return _DriverConf()
+
+
+class _DriverConf:
+    def workflowSslTrustAll(self) -> bool:
+        return False
+
 
 def resolve_notebook_path(current: str, path: str) -> str:
     """`./x` and `../x` relative to the folder of the notebook that asks; absolute paths as given."""
@@ -389,3 +401,6 @@ class DBUtils(Help):
         self.secrets = SecretsUtils(context)
         self.jobs = JobsUtils(context)
         self.library = LibraryUtils()
+        # Databricks' `dbutils` carries the JVM entry point at the top too; MLflow reaches for it
+        # there when DATABRICKS_RUNTIME_VERSION says it runs on Databricks.
+        self.entry_point = self.notebook.entry_point
