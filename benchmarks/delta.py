@@ -4,17 +4,21 @@
 
 On one warm Spark Connect server of a `ClusterPool` (fresh data dir), for each size: write the
 same DataFrame (`id`, `x = id * 2`, `s = string(id)`) with `mode("overwrite")` as parquet and as
-Delta, then read each back twice: one column (`sum(x)`: parquet reads only that column, while a
-Python data source gets no column pruning in PySpark 4.3 and reads all three) and all columns
-(`sum(x), max(s), max(id)`, the same work for both). Medians of --runs, and the Delta/parquet
-ratio (goal: <= 1.5). Also the first Delta operation on the warm server (the Python data source's
-first worker start and lookup) against the second, and the first write in a second session (each
-run has a session of its own). Prints a table and writes benchmarks/results/delta.json.
+Delta, then read each back twice: one column (`sum(x)`: parquet reads only that column) and all
+columns (`sum(x), max(s), max(id)`, the same work for both). Delta is read as a notebook's
+`format("delta").load(p)` reads it: through the catalog as ``delta.`p` ``, where Spark's parquet
+scan reads the snapshot's files; and, side by side, through the Python data source alone (the
+`source` rows: it gets no column pruning in PySpark 4.3, so it reads all three columns). Medians
+of --runs, and the Delta/parquet ratio (goal: <= 1.5). Also the first Delta operation on the warm
+server (the Python data source's first worker start and lookup) against the second, and the first
+write in a second session (each run has a session of its own). Prints a table, the load average,
+and writes benchmarks/results/delta.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -71,7 +75,8 @@ def main() -> None:
             rows = []
             for size in sizes:
                 frame = spark.range(size).selectExpr("id", "id * 2 AS x", "cast(id AS string) AS s")
-                kinds = ("parquet_write", "delta_write", "parquet_read", "delta_read", "parquet_all", "delta_all")
+                kinds = ("parquet_write", "delta_write", "parquet_read", "delta_read", "parquet_all", "delta_all",
+                         "source_read", "source_all")
                 measured: dict[str, list[float]] = {k: [] for k in kinds}
                 for _ in range(args.runs):
                     parquet, delta = f"{base}/parquet_{size}", f"{base}/delta_{size}"
@@ -85,12 +90,18 @@ def main() -> None:
                         timed(lambda p=parquet: spark.read.parquet(p).selectExpr("sum(x)").collect())
                     )
                     measured["delta_read"].append(
+                        timed(lambda p=delta: spark.read.table(f"delta.`{p}`").selectExpr("sum(x)").collect())
+                    )
+                    measured["source_read"].append(
                         timed(lambda p=delta: spark.read.format("delta").load(p).selectExpr("sum(x)").collect())
                     )
                     measured["parquet_all"].append(
                         timed(lambda p=parquet: spark.read.parquet(p).selectExpr(*EVERY_COLUMN).collect())
                     )
                     measured["delta_all"].append(
+                        timed(lambda p=delta: spark.read.table(f"delta.`{p}`").selectExpr(*EVERY_COLUMN).collect())
+                    )
+                    measured["source_all"].append(
                         timed(lambda p=delta: spark.read.format("delta").load(p).selectExpr(*EVERY_COLUMN).collect())
                     )
                 medians = {k: round(median(v), 3) for k, v in measured.items()}
@@ -98,12 +109,18 @@ def main() -> None:
                     "write": round(medians["delta_write"] / medians["parquet_write"], 2),
                     "read": round(medians["delta_read"] / medians["parquet_read"], 2),
                     "read_all": round(medians["delta_all"] / medians["parquet_all"], 2),
+                    "source_read": round(medians["source_read"] / medians["parquet_read"], 2),
+                    "source_read_all": round(medians["source_all"] / medians["parquet_all"], 2),
                 }
                 results["sizes"][str(size)] = {"median_s": medians, "delta_over_parquet": ratios}
                 rows.append([f"{size:,}", "write", medians["parquet_write"], medians["delta_write"], ratios["write"]])
                 one_column = [medians["parquet_read"], medians["delta_read"], ratios["read"]]
                 rows.append([f"{size:,}", "read 1 column", *one_column])
                 rows.append([f"{size:,}", "read all", medians["parquet_all"], medians["delta_all"], ratios["read_all"]])
+                source_one = [medians["parquet_read"], medians["source_read"], ratios["source_read"]]
+                rows.append([f"{size:,}", "read 1 column, source", *source_one])
+                source_all = [medians["parquet_all"], medians["source_all"], ratios["source_read_all"]]
+                rows.append([f"{size:,}", "read all, source", *source_all])
             spark.stop()
             lease.release()
         finally:
@@ -118,6 +135,8 @@ def main() -> None:
         f"(second: {results['second_delta_write_s']} s); first Delta read: {results['first_delta_read_s']} s; "
         f"first Delta write in a new session: {results['first_delta_write_in_a_new_session_s']} s"
     )
+    results["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    print(f"load average (1, 5, 15 min): {results['load_average']}")
     print(f"wrote {write_json('delta', results)}")
 
 

@@ -86,6 +86,7 @@ def test_path_table_modes_schema_and_time_travel(client: WorkspaceClient, spark_
             "seen['v0'] = spark.read.format('delta').option('versionAsOf', 0).load(p).count()\n"
             "seen['default_format'] = spark.read.load(p).count()\n"
             "seen['columns'] = spark.read.load(p).columns\n"
+            "seen['scan'] = spark.read.format('delta').load(p).select('name')._explain_string(extended=False)\n"
             "try:\n    spark.read.format('delta').load('dbfs:/delta/e2e/missing').count()\n"
             "except AnalysisException as e:\n    seen['missing'] = str(e)\n"
             "dbutils.notebook.exit(json.dumps(seen))",
@@ -101,6 +102,8 @@ def test_path_table_modes_schema_and_time_travel(client: WorkspaceClient, spark_
     assert "\n" not in str(seen["mismatch"])
     assert (seen["latest"], seen["v0"], seen["default_format"]) == (11, 8, 11)
     assert seen["columns"] == ["id", "name", "extra"]
+    # read by Spark's parquet scan of the snapshot's files, pruned to the one column asked for
+    assert "ParquetScan" in str(seen["scan"]) and "ReadSchema: struct<name:string>" in str(seen["scan"])
     assert seen["missing"] == "[PATH_NOT_FOUND] Path does not exist: dbfs:/delta/e2e/missing."
     # the log as delta-rs reads it: version 0 is ONE commit of the four tasks' files
     table = DeltaTable(str(spark_data_dir / "dbfs/delta/e2e/people"))
@@ -219,6 +222,46 @@ def test_delta_is_the_default_table_format(client: WorkspaceClient, spark_data_d
     warehouse = spark_data_dir / "dbfs/user/hive/warehouse"
     assert {r["amount"] for r in delta_rows(warehouse / "e2e_sales")} == {0, 10, 20, 30, 40, 50, 60}
     assert not (warehouse / "e2e_ctas").exists()
+
+
+def test_three_part_names_in_the_dataframe_api_and_sql(client: WorkspaceClient, spark_data_dir: Path) -> None:
+    source = SEP.join(
+        [
+            "import json\nseen = {}\nspark.sql('CREATE SCHEMA IF NOT EXISTS main.e2e_uc')\n"
+            "spark.range(4).write.mode('overwrite').saveAsTable('main.e2e_uc.t')\n"
+            "spark.range(4, 6).write.mode('append').saveAsTable('hive_metastore.e2e_uc.t')\n"
+            "spark.range(3).write.format('parquet').mode('overwrite').saveAsTable('main.e2e_uc.p')\n"
+            "spark.sql('INSERT INTO hive_metastore.e2e_uc.p VALUES (7)')",
+            "seen['counts'] = [spark.table('main.e2e_uc.t').count(),\n"
+            "                  spark.read.table('hive_metastore.e2e_uc.t').count(), spark.table('e2e_uc.t').count(),\n"
+            "                  spark.table('main.e2e_uc.p').count(),\n"
+            "                  spark.sql('SELECT count(*) FROM main.e2e_uc.t VERSION AS OF 1').first()[0]]\n"
+            "seen['exists'] = spark.catalog.tableExists('main.e2e_uc.t')\n"
+            "seen['listed'] = sorted(t.name for t in spark.catalog.listTables('hive_metastore.e2e_uc'))\n"
+            "seen['history'] = spark.sql('DESCRIBE HISTORY main.e2e_uc.t').count()\n"
+            "seen['samples'] = spark.table('hive_metastore.samples.iris').count()\n"
+            "seen['first'] = spark.sql('SELECT current_catalog()').first()[0]\n"
+            "spark.sql('USE CATALOG main')\n"
+            "seen['use'] = [spark.sql('SELECT current_catalog()').first()[0], spark.catalog.currentCatalog()]\n"
+            "spark.catalog.setCurrentCatalog('hive_metastore')\nspark.sql('USE e2e_uc')\n"
+            "seen['set'] = [spark.sql('SELECT current_catalog(), current_database()').first()[:],\n"
+            "               spark.table('t').count()]\n"
+            "spark.sql('DROP TABLE main.e2e_uc.p')\nseen['dropped'] = spark.catalog.tableExists('e2e_uc.p')\n"
+            "dbutils.notebook.exit(json.dumps(seen))",
+        ]
+    )
+    seen = result_of(run_notebook(client, "names", source))
+
+    assert seen["counts"] == [6, 6, 6, 4, 4]  # version 0: the catalog's CREATE TABLE, 1: the overwrite, 2: the append
+    assert seen["exists"] is True
+    assert seen["listed"] == ["p", "t"]
+    assert seen["history"] == 3
+    assert seen["samples"] == 150
+    assert seen["first"] == "spark_catalog"
+    assert seen["use"] == ["main", "main"]
+    assert seen["set"] == [["hive_metastore", "e2e_uc"], 6]
+    assert seen["dropped"] is False
+    assert len(delta_rows(spark_data_dir / "dbfs/user/hive/warehouse/e2e_uc.db/t")) == 6
 
 
 def test_delta_tables_api_in_a_notebook(client: WorkspaceClient, spark_data_dir: Path) -> None:

@@ -9,8 +9,9 @@ parquet files under `dbfs/user/hive/warehouse`): there is no Delta Lake offline.
 Names. Spark's session catalog has one level of databases, Databricks has catalogs above them.
 A three-part name whose catalog is one of `DEFAULT_CATALOGS` maps to the two-part `schema.table`
 (so `hive_metastore.db.t`, `main.db.t` and `db.t` are one table); any other catalog is refused
-rather than silently merged. Spark itself only understands `spark_catalog.db.t`, so notebook
-code that says `main.db.t` needs `local_table_name` (the driver's job).
+rather than silently merged. Spark on the workspace's servers resolves `main.db.t` and
+`hive_metastore.db.t` itself (delta/catalog/CatalogAlias.java); `local_table_name` gives the
+two-part name that also works on a server without them (no JDK).
 """
 
 from __future__ import annotations

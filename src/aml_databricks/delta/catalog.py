@@ -1,7 +1,8 @@
-"""The Delta session catalog's jar: `catalog/DeltaCatalog.java` compiled with javac, built once.
+"""The catalog classes' jar: `catalog/*.java` compiled with javac, built once.
 
-The jar is cached in `<data_dir>/delta/` under a name holding the hash of the source and the
-pyspark version, so a new release of either builds a new one (about 1.5 s on a quiet machine).
+`DeltaCatalog` is the session catalog (Delta tables); `CatalogAlias` gives it its Databricks names
+(`hive_metastore`, `main`). The jar is cached in `<data_dir>/delta/` under a name holding the hash
+of the sources and the pyspark version, so a new release of either builds a new one (about 1.5 s on a quiet machine).
 Without a JDK there is no jar: the server runs without the catalog (path tables still work) and
 `jar_or_reason` says in one line what is missing.
 """
@@ -17,7 +18,8 @@ import zipfile
 from pathlib import Path
 
 CATALOG_CLASS = "aml_databricks.delta.DeltaCatalog"
-SOURCE = Path(__file__).resolve().parent / "catalog" / "DeltaCatalog.java"
+ALIAS_CLASS = "aml_databricks.delta.CatalogAlias"
+SOURCES = sorted((Path(__file__).resolve().parent / "catalog").glob("*.java"))
 _BUILD_TIMEOUT_S = 300
 
 
@@ -25,7 +27,7 @@ def jar_or_reason(data_dir: Path) -> tuple[Path | None, str]:
     """(the jar, "") or (None, why there is none, one line)."""
     import pyspark
 
-    source = SOURCE.read_bytes()
+    source = b"".join(path.name.encode() + path.read_bytes() for path in SOURCES)
     digest = hashlib.sha256(source + pyspark.__version__.encode()).hexdigest()[:12]
     jar = Path(data_dir) / "delta" / f"delta-catalog-{digest}.jar"
     if jar.is_file():
@@ -40,7 +42,7 @@ def jar_or_reason(data_dir: Path) -> tuple[Path | None, str]:
     jars = Path(pyspark.__file__).resolve().parent / "jars"
     with tempfile.TemporaryDirectory(dir=jar.parent) as build:
         completed = subprocess.run(
-            [javac, "--release", "17", "-nowarn", "-cp", f"{jars}/*", "-d", build, str(SOURCE)],
+            [javac, "--release", "17", "-nowarn", "-cp", f"{jars}/*", "-d", build, *map(str, SOURCES)],
             capture_output=True,
             text=True,
             timeout=_BUILD_TIMEOUT_S,

@@ -147,6 +147,10 @@ def _delta_load(load: Callable[..., Any], paths: PathMapper) -> Callable[..., An
         self._options.setdefault(SHOWN_PATH_OPTION, path)
         self._options.pop("path", None)
         self.format("delta")
+        if schema is None and default_is_delta():
+            # Through the catalog as the path table delta.`uri`: Spark's parquet scan reads the snapshot's
+            # files, pruning columns (DeltaCatalog.java); versionAsOf/timestampAsOf are Spark's time travel options.
+            return self.table("delta.`" + local.as_uri().replace("`", "``") + "`")
         return load(self, local.as_uri(), schema=schema)
 
     setattr(wrapper, _PATCHED, True)

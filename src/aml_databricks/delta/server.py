@@ -11,12 +11,13 @@ import os
 from collections.abc import MutableMapping
 from pathlib import Path
 
-from aml_databricks.delta.catalog import CATALOG_CLASS, jar_or_reason
+from aml_databricks.delta.catalog import ALIAS_CLASS, CATALOG_CLASS, jar_or_reason
 from aml_databricks.delta.locations import DBFS_ROOT_ENV, VOLUMES_ROOT_ENV
 
 log = logging.getLogger(__name__)
 
 SERVER_PATH = Path(__file__).resolve().parent / "server_path"
+CATALOG_ALIASES = ("hive_metastore", "main")
 
 
 def server_setup(data_dir: Path, env: MutableMapping[str, str]) -> dict[str, str]:
@@ -36,4 +37,6 @@ def server_setup(data_dir: Path, env: MutableMapping[str, str]) -> dict[str, str
     confs["spark.sql.sources.default"] = "delta"  # as on Databricks; without the catalog, tables stay parquet
     confs["spark.driver.extraClassPath"] = str(jar)
     confs["spark.sql.catalog.spark_catalog"] = CATALOG_CLASS
+    for alias in CATALOG_ALIASES:  # Databricks' names of the one local catalog, in SQL and the DataFrame API
+        confs[f"spark.sql.catalog.{alias}"] = ALIAS_CLASS
     return confs

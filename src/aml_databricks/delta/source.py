@@ -7,6 +7,10 @@ makes one partition per data file (`versionAsOf` / `timestampAsOf` pick another 
 gives each task its own parquet files (`files.py`) and turns all of them into one Delta commit
 (`commit.py`); when a task fails, Spark calls `abort()` and the files are deleted, so the table's
 version stays where it was.
+
+A read through the catalog asks first for the snapshot's files (`SNAPSHOT_FILES_OPTION`): when
+they can be read as plain parquet, Spark's own parquet scan reads them (column pruning, filter
+pushdown, vectorized), and this source's reader is not used (DeltaCatalog.java).
 """
 
 from __future__ import annotations
@@ -27,12 +31,14 @@ from pyspark.sql.datasource import (
     InputPartition,
     WriterCommitMessage,
 )
-from pyspark.sql.types import StructType
+from pyspark.sql.types import StringType, StructField, StructType
 
 from aml_databricks.delta.commit import PARTITION_BY_OPTION, SHOWN_PATH_OPTION, commit_write, lowered
 from aml_databricks.delta.errors import DeltaNotATable, DeltaPathNotFound, DeltaUnsupported
 from aml_databricks.delta.files import HIVE_NULL, AddedFile, arrow_table, remove_files, write_batches
 from aml_databricks.delta.locations import local_path
+
+SNAPSHOT_FILES_OPTION = "__aml_snapshot_files"  # schema() answers with the snapshot's files (DeltaCatalog.java)
 
 
 class DeltaDataSource(DataSource):
@@ -48,6 +54,8 @@ class DeltaDataSource(DataSource):
 
     def schema(self) -> StructType:
         table = open_table(self._table_dir(), self._shown(), self.options)
+        if self.options.get(SNAPSHOT_FILES_OPTION):
+            return snapshot_files(self._table_dir(), table)
         return spark_schema(table)
 
     def reader(self, schema: StructType) -> DataSourceReader:
@@ -106,6 +114,38 @@ def refuse_unsupported(table: Any) -> None:
 def spark_schema(table: Any) -> StructType:
     """Delta's schema JSON is Spark's StructType JSON."""
     return StructType.fromJson(json.loads(table.schema().to_json()))
+
+
+def snapshot_files(table_dir: str, table: Any) -> StructType:
+    """The snapshot's data files, for Spark's parquet scan, as the metadata of a one-field schema.
+
+    The schema is this source's only answer to the JVM's planning call, so the files ride in it:
+    `root` (the table's URI), `files` (absolute URIs) and `native`: whether Spark's parquet scan
+    reads them exactly, i.e. every file's folders are the Hive-style `column=value` of its partition
+    values (Spark takes partition values from paths; Delta's log is the truth).
+    """
+    from pathlib import Path
+
+    root = Path(table_dir).resolve().as_uri()
+    files = _active_files(table)
+    partition_columns = list(table.metadata().partition_columns)
+    native = bool(files) and all(_hive_layout(path, values, partition_columns) for path, values in files)
+    metadata = {"root": root, "files": [f"{root}/{path}" for path, _ in files] if native else [], "native": native}
+    return StructType([StructField("files", StringType(), True, metadata)])
+
+
+def _hive_layout(path: str, values: dict[str, str | None], partition_columns: list[str]) -> bool:
+    from urllib.parse import unquote
+
+    folders = path.split("/")[:-1]
+    if len(folders) != len(partition_columns):
+        return False
+    for folder, column in zip(folders, partition_columns, strict=True):
+        name, equals, value = folder.partition("=")
+        expected = values.get(column)
+        if not equals or unquote(name) != column or unquote(value) != (HIVE_NULL if expected is None else expected):
+            return False
+    return True
 
 
 @dataclass

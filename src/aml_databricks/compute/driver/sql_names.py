@@ -1,10 +1,9 @@
-"""Unity Catalog names in SQL, mapped onto the local workspace's one catalog.
+"""Databricks SQL that Spark's parser reads differently, rewritten before Spark parses a statement.
 
-The local workspace has one metastore, Spark's session catalog: on Databricks it is `hive_metastore`,
-and a Unity Catalog workspace's default catalog is usually `main`. So, before Spark parses a statement:
-  - `USE CATALOG hive_metastore|spark_catalog|main` selects that one catalog (Spark has no `USE CATALOG`);
-    any other catalog is a one-line error naming the ones that exist;
-  - `hive_metastore.db.table` and `main.db.table` are `db.table` (`spark_catalog.db.table` Spark knows);
+  - `USE CATALOG hive_metastore|spark_catalog|main` is Spark's `SET CATALOG '…'` (Spark has no
+    `USE CATALOG`); any other catalog is a one-line error naming the ones that exist. Three-part
+    names need no rewriting: the servers register `hive_metastore` and `main` as names of the
+    session catalog (delta/catalog/CatalogAlias.java), for SQL and the DataFrame API alike;
   - `LOCATION 'dbfs:/mnt/x'` (and any storage URI the workspace maps) is the path Spark resolves.
 Only code outside string literals, quoted identifiers and comments is rewritten.
 """
@@ -15,9 +14,7 @@ import re
 from collections.abc import Callable
 
 LOCAL_CATALOGS = ("hive_metastore", "spark_catalog", "main")
-_ALIASES = ("hive_metastore", "main")  # catalog names Spark itself does not know
 _USE_CATALOG = re.compile(r"^\s*USE\s+CATALOG\s+(`?)([\w-]+)\1\s*;?\s*$", re.IGNORECASE)
-_CATALOG_PREFIX = re.compile(r"(?<![\w.`])(?:" + "|".join(_ALIASES) + r")\s*\.\s*(?=[\w`])", re.IGNORECASE)
 _ENDS_WITH_LOCATION = re.compile(r"\bLOCATION\s*$", re.IGNORECASE)
 
 
@@ -26,7 +23,7 @@ class UnknownCatalog(Exception):
 
 
 def rewrite(statement: str, spark_path: Callable[[str], str]) -> str:
-    """`statement` with Unity Catalog names and DBFS locations as the local Spark understands them."""
+    """`statement` with `USE CATALOG` and DBFS locations as the local Spark understands them."""
     use = _USE_CATALOG.match(statement)
     if use is not None:
         catalog = use.group(2)
@@ -35,21 +32,14 @@ def rewrite(statement: str, spark_path: Callable[[str], str]) -> str:
                 f"[NO_SUCH_CATALOG_EXCEPTION] Catalog '{catalog}' was not found: the local workspace has one "
                 f"catalog, hive_metastore (also named spark_catalog and main)."
             )
-        return "SET CATALOG 'spark_catalog'"
+        return f"SET CATALOG '{catalog.lower()}'"
     out: list[str] = []
-    end = 0
     for kind, text in _segments(statement):
-        end += len(text)
-        if kind == "code":
-            text = _CATALOG_PREFIX.sub("", text)
-        elif kind == "ident" and text.strip("`").lower() in _ALIASES and statement[end:].lstrip().startswith("."):
-            out.append("\0")  # `hive_metastore`.db.t: the catalog and its dot are dropped below
-            continue
-        elif kind == "string" and out and _ENDS_WITH_LOCATION.search("".join(out)):
+        if kind == "string" and out and _ENDS_WITH_LOCATION.search("".join(out)):
             quote = text[0]
             text = quote + spark_path(text[1:-1]) + quote
         out.append(text)
-    return re.sub(r"\0\s*\.\s*", "", "".join(out))
+    return "".join(out)
 
 
 def _segments(sql: str) -> list[tuple[str, str]]:

@@ -5,6 +5,7 @@ import java.io.OutputStream;
 import java.nio.charset.StandardCharsets;
 import java.time.Instant;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
@@ -34,10 +35,15 @@ import org.apache.spark.sql.connector.expressions.Transform;
 import org.apache.spark.sql.connector.read.ScanBuilder;
 import org.apache.spark.sql.connector.write.LogicalWriteInfo;
 import org.apache.spark.sql.connector.write.WriteBuilder;
+import org.apache.spark.sql.execution.datasources.parquet.ParquetFileFormat;
+import org.apache.spark.sql.execution.datasources.v2.parquet.ParquetTable;
 import org.apache.spark.sql.execution.datasources.v2.python.PythonDataSourceV2;
+import org.apache.spark.sql.types.Metadata;
 import org.apache.spark.sql.types.StructField;
 import org.apache.spark.sql.types.StructType;
 import org.apache.spark.sql.util.CaseInsensitiveStringMap;
+import scala.Option;
+import scala.jdk.javaapi.CollectionConverters;
 
 /**
  * The session catalog of the local workspace's Spark servers: Delta tables through the `delta`
@@ -49,12 +55,16 @@ import org.apache.spark.sql.util.CaseInsensitiveStringMap;
  * `VERSION/TIMESTAMP AS OF` to the `versionAsOf`/`timestampAsOf` options; treats delta.`/path` as
  * a path table; and writes version 0 of the Delta log (schema, partition columns) when a Delta
  * table is created where none exists, so `CREATE TABLE t (...)` is a Delta table right away.
+ * A read asks the source for the snapshot's files and, when they are plain parquet in Hive-style
+ * folders, hands them to Spark's parquet scan, which prunes columns (a Python source can't).
  * Everything else goes to Spark's own session catalog.
  */
 public class DeltaCatalog extends DelegatingCatalogExtension {
     private static final String DELTA = "delta";
     /** The path as the user knows it, for what is shown (aml_databricks.delta.commit.SHOWN_PATH_OPTION). */
     private static final String SHOWN_PATH = "__aml_shown_path";
+    /** aml_databricks.delta.source.SNAPSHOT_FILES_OPTION */
+    private static final String SNAPSHOT_FILES = "__aml_snapshot_files";
 
     @Override
     public Table loadTable(Identifier ident) throws NoSuchTableException {
@@ -205,7 +215,9 @@ public class DeltaCatalog extends DelegatingCatalogExtension {
 
         @Override
         public ScanBuilder newScanBuilder(CaseInsensitiveStringMap given) {
-            return table.newScanBuilder(merged(given));
+            CaseInsensitiveStringMap all = merged(given);
+            SupportsRead parquet = parquetSnapshot(all, schema());
+            return parquet != null ? parquet.newScanBuilder(given) : table.newScanBuilder(all);
         }
 
         @Override
@@ -220,6 +232,26 @@ public class DeltaCatalog extends DelegatingCatalogExtension {
             };
             return ((SupportsWrite) table).newWriteBuilder(withPath);
         }
+    }
+
+    /**
+     * Spark's parquet table over the snapshot's data files (the version the options pin), or null
+     * when only the source reads them exactly (no files, or folders that are not the partition values).
+     */
+    private static SupportsRead parquetSnapshot(CaseInsensitiveStringMap options, StructType schema) {
+        Map<String, String> ask = new HashMap<>(options.asCaseSensitiveMap());
+        ask.put(SNAPSHOT_FILES, "true");
+        PythonDataSourceV2 source = new PythonDataSourceV2();
+        source.setShortName(DELTA);
+        Metadata snapshot = source.inferSchema(new CaseInsensitiveStringMap(ask)).fields()[0].metadata();
+        if (!snapshot.getBoolean("native")) {
+            return null;
+        }
+        Map<String, String> parquetOptions = new HashMap<>();
+        parquetOptions.put("basePath", snapshot.getString("root"));  // partition values from the Hive-style folders
+        List<String> files = Arrays.asList(snapshot.getStringArray("files"));
+        return new ParquetTable(DELTA, SparkSession.active(), new CaseInsensitiveStringMap(parquetOptions),
+            CollectionConverters.asScala(files).toList(), Option.apply(schema), ParquetFileFormat.class);
     }
 
     private static Configuration hadoopConf() {
