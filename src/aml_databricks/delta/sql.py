@@ -65,6 +65,7 @@ def run_delta_statement(spark: Any, statement: str) -> Any:
     head = statement[:40].upper().split()
     if not head or head[0] not in {"MERGE", "UPDATE", "DELETE", "DESCRIBE", "OPTIMIZE", "VACUUM", "RESTORE"}:
         return None
+    statement = single_quoted_strings(statement)
     if found := _MERGE.match(statement):
         return _merge(spark, found.group(1), found.group(2), found.group(3))
     if found := _UPDATE.match(statement):
@@ -93,6 +94,41 @@ def run_delta_statement(spark: Any, statement: str) -> Any:
         version = int(found.group(2)) if found.group(2) else None
         return operations.restore(local, shown, version=version, timestamp=found.group(3))
     return None
+
+
+def single_quoted_strings(text: str) -> str:
+    """Spark SQL reads `"A%"` as a string (ANSI double-quoted identifiers are off, as on Databricks);
+    delta-rs' SQL reads it as a column. Rewrite double-quoted strings as single-quoted ones, leaving
+    single-quoted strings and backquoted names as they are."""
+    out, index = [], 0
+    while index < len(text):
+        char = text[index]
+        if char in "'`":
+            end = _closing(text, index)
+            out.append(text[index:end])
+            index = end
+        elif char == '"':
+            end = _closing(text, index)
+            body = text[index + 1 : end - 1].replace('\\"', '"').replace("'", "''")
+            out.append(f"'{body}'")
+            index = end
+        else:
+            out.append(char)
+            index += 1
+    return "".join(out)
+
+
+def _closing(text: str, start: int) -> int:
+    """The index just past the quote that closes the one at `start` (backslash escapes skipped)."""
+    quote, index = text[start], start + 1
+    while index < len(text):
+        if text[index] == "\\" and quote != "`":
+            index += 2
+            continue
+        if text[index] == quote:
+            return index + 1
+        index += 1
+    return len(text)
 
 
 def _merge(spark: Any, target: str, target_alias: str | None, rest: str) -> Any:
