@@ -61,7 +61,8 @@ class DriverExecutor:
         self._prefork = prefork
         self._fork_server: DriverForkServer | None = None
         self._closed = False
-        self._standbys = StandbySlot(self._spawner) if prefork and spark is not None else None
+        self._standbys = (StandbySlot(self._spawner, self._data_dir / "standby")
+                          if prefork and spark is not None else None)
 
     def start(self, launch: TaskLaunch, on_running: Callable[[], None]) -> DriverExecution:
         execution = DriverExecution(
@@ -249,7 +250,7 @@ class DriverExecution:
             from aml_databricks.compute.host.cluster_specs import session_confs, usage_tag_confs
 
             confs = {**usage_tag_confs(spec.cluster), **session_confs(spec.new_cluster or {})}
-            spark = SparkConnection(lease.remote, confs)
+            spark = SparkConnection(lease.remote, confs, getattr(lease, "samples_pending", None))
         return DriverTask(
             run_id=launch.run_id,
             parent_run_id=launch.parent_run_id,
