@@ -10,15 +10,13 @@ What a forked driver does not get from a fresh interpreter: variables read only 
 start (PYTHONPATH — the driver puts `python_path` on sys.path itself —, PYTHONHASHSEED, ...).
 
 A *standby* driver goes one step further for runs on Spark: forked before its run exists, it opens a
-Spark Connect session on a warm server and runs one tiny query, then waits; while it waits, it writes
-and reads a one-row Delta table, which starts the session's Delta workers. The run handed to it
+Spark Connect session on a warm server and runs one tiny query, then waits. The run handed to it
 skips the session's set-up and the first query's extra cost in a new process (about 0.1 s of a warm
 run's 0.3-0.8 s, benchmarks/local_run.py). The run's lease then uses the standby's session id.
 
 Wire protocol (a SOCK_SEQPACKET socket pair, one message per request and per reply):
     executor -> server  {"run_dir", "cwd", "env"} with two descriptors: output pipe, secrets pipe
-                        or {"standby": remote, "scratch": folder} with one descriptor: the standby's end
-                        of a socket pair
+                        or {"standby": remote} with one descriptor: the standby's end of a socket pair
     server -> executor  {"pid"} with one descriptor: a pidfd of the child, to wait on and poll
     executor -> standby {"run_dir", "cwd", "env"} with output and secrets pipes, on that socket pair;
                         its end of the pair closing without a message dismisses the standby
@@ -31,13 +29,11 @@ import contextlib
 import json
 import os
 import select
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
-from pathlib import Path
 from typing import Any
 
 from aml_databricks.compute.host import lifeline, procs
@@ -46,8 +42,6 @@ from aml_databricks.compute.protocol import SECRET_FD_ENV
 _MAX_MESSAGE = 1 << 20
 _READY = b"ready"
 SPAWN_TIMEOUT_S = 60.0
-_DELTA_WARM_TAG = "aml-databricks-standby-warm-up"
-_DELTA_WARM_JOIN_S = 5.0
 
 
 class ForkedDriver:
@@ -159,12 +153,10 @@ class DriverForkServer:
     def spawn(self, run_dir: str, cwd: str, env: dict[str, str], output_fd: int, secrets_fd: int) -> ForkedDriver:
         return self._request({"run_dir": run_dir, "cwd": cwd, "env": env}, [output_fd, secrets_fd])
 
-    def spawn_standby(self, remote: str, scratch: str | None = None) -> Standby:
-        """`scratch`: a folder (absent, removed again) for a throwaway Delta table that warms the session's
-        Delta workers; None: no Delta warm-up."""
+    def spawn_standby(self, remote: str) -> Standby:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            driver = self._request({"standby": remote, "scratch": scratch}, [theirs.fileno()])
+            driver = self._request({"standby": remote}, [theirs.fileno()])
         except BaseException:
             ours.close()
             raise
@@ -243,7 +235,7 @@ def _serve(channel: socket.socket, children: dict[int, int], main: Any) -> None:
             for pidfd in children.values():
                 os.close(pidfd)
             if "standby" in request:
-                _become_standby(request["standby"], request.get("scratch"), fds[0], main)
+                _become_standby(request["standby"], fds[0], main)
             _become_driver(request, fds[0], fds[1], main)
         for fd in fds:
             os.close(fd)
@@ -252,7 +244,7 @@ def _serve(channel: socket.socket, children: dict[int, int], main: Any) -> None:
         socket.send_fds(channel, [json.dumps({"pid": pid}).encode()], [pidfd])
 
 
-def _become_standby(remote: str, scratch: str | None, channel_fd: int, main: Any) -> None:
+def _become_standby(remote: str, channel_fd: int, main: Any) -> None:
     """Open and warm a session on `remote`, then wait for a run; dismissed (socket closed): exit."""
     code = 0
     try:
@@ -264,17 +256,8 @@ def _become_standby(remote: str, scratch: str | None, channel_fd: int, main: Any
         session = _warm_session(remote)
         channel = socket.socket(fileno=channel_fd)
         channel.send(_READY)  # also when warming failed: its run then opens the session itself
-        delta = None
-        if session is not None and scratch is not None:
-            delta = threading.Thread(target=_warm_delta, args=(session, scratch), daemon=True)
-            delta.start()
         message, fds, _, _ = socket.recv_fds(channel, _MAX_MESSAGE, 2)
         channel.close()
-        if delta is not None and delta.is_alive():
-            # A run came before Delta's workers were up: it must not share the CPU with their start.
-            with contextlib.suppress(Exception):
-                session.interruptTag(_DELTA_WARM_TAG)
-            delta.join(_DELTA_WARM_JOIN_S)
         if message and len(fds) == 2:
             _become_driver(json.loads(message), fds[0], fds[1], main)
         if session is not None:  # dismissed: give the session back to the server
@@ -301,25 +284,6 @@ def _warm_session(remote: str) -> Any:
             session.stop()  # a session that failed its query must not be the one the driver finds
         return None
     return session
-
-
-def _warm_delta(session: Any, scratch: str) -> None:
-    """Write and read a one-row Delta table in `scratch`, then remove it. The server starts Python workers
-    for the `delta` data source per session (each session has workers of its own); without this, a
-    run's first Delta read or write pays that start, seconds (benchmarks/local_run.py). Runs on a
-    thread of the ready standby, its operations tagged: a run handed over meanwhile interrupts them
-    (its own first Delta operation then pays what is left). A server without Delta (no JDK built its
-    catalog) fails the write at once; the standby is no worse for it."""
-    uri = Path(scratch).as_uri()
-    try:
-        with contextlib.suppress(Exception):
-            session.addTag(_DELTA_WARM_TAG)  # tags are per thread: the run's own operations never carry it
-            session.range(1).write.format("delta").mode("overwrite").save(uri)
-            session.read.format("delta").load(uri).collect()
-    finally:
-        with contextlib.suppress(Exception):
-            session.clearTags()
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _become_driver(request: dict[str, Any], output_fd: int, secrets_fd: int, main: Any) -> None:

@@ -61,8 +61,7 @@ class DriverExecutor:
         self._prefork = prefork
         self._fork_server: DriverForkServer | None = None
         self._closed = False
-        self._standbys = (StandbySlot(self._spawner, self._data_dir / "standby")
-                          if prefork and spark is not None else None)
+        self._standbys = StandbySlot(self._spawner) if prefork and spark is not None else None
 
     def start(self, launch: TaskLaunch, on_running: Callable[[], None]) -> DriverExecution:
         execution = DriverExecution(

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 import threading
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 
 from aml_databricks.compute.host.forkserver import DriverForkServer, Standby
 
@@ -28,14 +26,8 @@ class StandbySlot:
     run started right after another still finds one ready while the next warms up. Refilled after each
     Spark run ends, not when one starts, so their warm-up never competes with a run for the CPU."""
 
-    def __init__(self, spawner: Callable[[], DriverForkServer | None], scratch: Path | None = None,
-                 capacity: int = STANDBYS) -> None:
-        """`scratch`: a folder where standbys write a throwaway Delta table to warm their session's Delta
-        workers (None: no Delta warm-up)."""
+    def __init__(self, spawner: Callable[[], DriverForkServer | None], capacity: int = STANDBYS) -> None:
         self._spawner = spawner
-        self._scratch = scratch
-        if scratch is not None:  # what standbys of an earlier workspace process left there
-            shutil.rmtree(scratch, ignore_errors=True)
         self._capacity = capacity
         self._lock = threading.Lock()
         self._standbys: list[Standby] = []
@@ -80,8 +72,7 @@ class StandbySlot:
             try:
                 fork_server = self._spawner()
                 if fork_server is not None:
-                    scratch = str(self._scratch / str(uuid.uuid4())) if self._scratch is not None else None
-                    standby = fork_server.spawn_standby(with_session(remote, str(uuid.uuid4())), scratch)
+                    standby = fork_server.spawn_standby(with_session(remote, str(uuid.uuid4())))
             except (OSError, RuntimeError, ValueError) as error:
                 log.warning("no standby driver (%s): runs start their drivers from scratch", error)
             with self._lock:
