@@ -10,7 +10,8 @@ run directly on the same warm Spark server.
    cold PySpark start in a fresh process (`master("local[2]")`, the same count). Goal: cold <= 1.3x bare.
 2. Warm: the trivial notebook and the example notebook (examples/notebooks/export_table.py, writing
    parquet to the mounted datastore) --repeat times on the warm server, --pause seconds apart (as in an
-   inner loop; the pause is not timed, and lets the standby driver warm up; 0 = back to back).
+   inner loop; the pause is not timed, and lets the standby driver warm up; 0 = back to back); and a
+   notebook whose first Delta write and read would start its session's Delta workers.
 3. Direct: the same notebooks' Python cells exec'd in this process, a fresh globals dict per repetition,
    with `spark` connected to the same warm server (one session) and a minimal `dbutils` shim. Goal: warm
    <= 1.5x direct. Also with a new server-side session per repetition (create, mount conf, cells, stop),
@@ -46,6 +47,16 @@ TRIVIAL = (
     "n = spark.range(10).count()\n\n"
     "# COMMAND ----------\n\n"
     "assert n == 10\n"
+    'dbutils.notebook.exit("ok")\n'
+)
+# A run's first Delta write and read: on a session of its own, the server starts that session's Python
+# workers for the `delta` data source (seconds) unless the standby driver already did.
+DELTA = (
+    "# Databricks notebook source\n"
+    "import uuid\n"
+    "path = f'/bench/delta/{uuid.uuid4()}'\n"
+    "spark.range(10).write.format('delta').mode('overwrite').save(path)\n"
+    "assert spark.read.format('delta').load(path).count() == 10\n"
     'dbutils.notebook.exit("ok")\n'
 )
 TERMINAL = {"TERMINATED", "SKIPPED", "INTERNAL_ERROR"}
@@ -152,6 +163,26 @@ def processes() -> list[tuple[int, int, str]]:
 
 def java_pids(marker: str) -> list[int]:
     return sorted(pid for pid, _, args in processes() if "java" in args.split(" ", 1)[0] and marker in args)
+
+
+def descendants(parents: list[int]) -> list[int]:
+    """Every process below `parents` (a JVM's Python workers: per session, so the standbys' too)."""
+    children: dict[int, list[int]] = {}
+    for pid, ppid, _ in processes():
+        children.setdefault(ppid, []).append(pid)
+    found, todo = [], list(parents)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def rss_or_zero(pid: int) -> float:
+    try:
+        return rss_mb(pid)
+    except OSError:  # it ended meanwhile
+        return 0.0
 
 
 def fork_server_pids(parent: int) -> list[int]:
@@ -278,14 +309,19 @@ def warm_and_direct(api: Api, pid: int, data_dir: Path, datastore: Path, repeat:
     api.upload("/Shared/export_table", example_source)
     warm_trivial: list[dict[str, Any]] = []
     warm_example: list[dict[str, Any]] = []
+    warm_delta: list[dict[str, Any]] = []
+    api.upload("/Shared/delta", DELTA)
     api.run("/Shared/export_table", {"output_folder": "azureml/bench-warmup/output_path"})  # first table read
+    api.run("/Shared/delta")  # the server's first Delta operation ever (worker code, catalog): not per run
     for i in range(repeat):
         time.sleep(pause)
         warm_trivial.append(api.run("/Shared/trivial"))
         time.sleep(pause)
         warm_example.append(api.run("/Shared/export_table", {"output_folder": f"azureml/bench-{i}/output_path"}))
+        time.sleep(pause)
+        warm_delta.append(api.run("/Shared/delta"))
         print(f"warm {i + 1}: trivial {warm_trivial[-1]['seconds']:.2f} s, "
-              f"example {warm_example[-1]['seconds']:.2f} s", flush=True)
+              f"example {warm_example[-1]['seconds']:.2f} s, delta {warm_delta[-1]['seconds']:.2f} s", flush=True)
     assert list((datastore / "azureml" / "bench-0" / "output_path").glob("*.parquet")), "no parquet written"
 
     jvms = java_pids(str(data_dir))
@@ -293,7 +329,8 @@ def warm_and_direct(api: Api, pid: int, data_dir: Path, datastore: Path, repeat:
     standbys = [child for pid_, ppid, _ in processes() for child in [pid_] if ppid in forks]
     rss = {"workspace": rss_mb(pid), "spark_jvms": {str(j): rss_mb(j) for j in jvms},
            "fork_server": {str(f): rss_mb(f) for f in forks},
-           "standby_drivers": {str(d): rss_mb(d) for d in standbys}}
+           "standby_drivers": {str(d): rss_mb(d) for d in standbys},
+           "spark_python_workers": {str(w): mb for w in descendants(jvms) if (mb := rss_or_zero(w))}}
     local = api.get("/api/2.0/clusters/get", cluster_id="local")
     port = server_port(int(local.get("local_pid") or jvms[0]))
 
@@ -306,9 +343,12 @@ def warm_and_direct(api: Api, pid: int, data_dir: Path, datastore: Path, repeat:
     spark.conf.set(f"fs.viewfs.mounttable.dbfs.link.{MOUNT}", datastore.resolve().as_uri())
     session_s = time.perf_counter() - started - imported
     trivial_cells, example_cells = python_cells(TRIVIAL), python_cells(example_source)
+    delta_cells = python_cells(DELTA)
     direct_run(spark, example_cells, {"output_folder": "azureml/direct-warmup/output_path"})
+    direct_run(spark, delta_cells, {})
     direct_trivial: list[float] = []
     direct_example: list[float] = []
+    direct_delta: list[float] = []
     for i in range(repeat):
         time.sleep(pause)  # the same rhythm as the workspace runs
         seconds, value = direct_run(spark, trivial_cells, {})
@@ -318,15 +358,20 @@ def warm_and_direct(api: Api, pid: int, data_dir: Path, datastore: Path, repeat:
         seconds, value = direct_run(spark, example_cells, {"output_folder": f"azureml/direct-{i}/output_path"})
         assert value and '"rows": 150' in value, value
         direct_example.append(seconds)
+        time.sleep(pause)
+        seconds, value = direct_run(spark, delta_cells, {})
+        assert value == "ok", value
+        direct_delta.append(seconds)
     assert list((datastore / "azureml" / "direct-0" / "output_path").glob("*.parquet")), "direct wrote nothing"
     spark.stop()
     # What isolation costs: a new server-side session per run (as each driver has), same cells, then stop.
     fresh_trivial: list[float] = []
     fresh_example: list[float] = []
+    fresh_delta: list[float] = []
     for i in range(repeat):
         for cells, params, into in ((trivial_cells, {}, fresh_trivial),
                                     (example_cells, {"output_folder": f"azureml/fresh-{i}/output_path"},
-                                     fresh_example)):
+                                     fresh_example), (delta_cells, {}, fresh_delta)):
             time.sleep(pause)
             started = time.perf_counter()
             session = SparkSession.builder.remote(f"sc://127.0.0.1:{port}/;session_id={uuid.uuid4()}").create()
@@ -336,6 +381,7 @@ def warm_and_direct(api: Api, pid: int, data_dir: Path, datastore: Path, repeat:
             into.append(time.perf_counter() - started)
     return {"warm_trivial": warm_trivial, "warm_example": warm_example, "direct_trivial": direct_trivial,
             "direct_example": direct_example, "fresh_trivial": fresh_trivial, "fresh_example": fresh_example,
+            "warm_delta": warm_delta, "direct_delta": direct_delta, "fresh_delta": fresh_delta,
             "direct_import_s": imported, "direct_session_s": session_s,
             "rss_mb": rss, "cluster_startup_s": local.get("local_startup_s", {}), "port": port}
 
@@ -362,6 +408,7 @@ def report(args: argparse.Namespace, cold_first: dict[str, Any], cold_restart: l
     wt, we = result["warm_trivial"], result["warm_example"]
     dt, de = median(result["direct_trivial"]), median(result["direct_example"])
     ft, fe = median(result["fresh_trivial"]), median(result["fresh_example"])
+    wd, dd, fd = result["warm_delta"], median(result["direct_delta"]), median(result["fresh_delta"])
     print_table(f"warm: submit -> terminal seen vs the same cells exec'd directly on the same server "
                 f"(median of {args.repeat}, runs {args.pause:g} s apart; goal ratio <= 1.5)",
                 ["notebook", "workspace s", "direct s", "ratio", "direct, new session per run s", "ratio"], [
@@ -369,6 +416,8 @@ def report(args: argparse.Namespace, cold_first: dict[str, Any], cold_restart: l
          f"{med(wt) / ft:.1f}"],
         ["example export_table.py (iris -> parquet)", f"{med(we):.2f}", f"{de:.2f}", f"{med(we) / de:.1f}",
          f"{fe:.2f}", f"{med(we) / fe:.1f}"],
+        ["a run's first Delta write + read", f"{med(wd):.2f}", f"{dd:.2f}", f"{med(wd) / dd:.1f}", f"{fd:.2f}",
+         f"{med(wd) / fd:.1f}"],
     ])
     split = ["queue_s", "setup_s", "execution_s", "cleanup_s", "outside_run_s"]
     print_table("where the workspace's time goes (medians, seconds; setup = lease + driver start, "
@@ -377,6 +426,7 @@ def report(args: argparse.Namespace, cold_first: dict[str, Any], cold_restart: l
         ["cold first start", *(f"{cold_first[k]:.2f}" for k in split)],
         ["warm trivial", *(f"{med(wt, k):.2f}" for k in split)],
         ["warm example", *(f"{med(we, k):.2f}" for k in split)],
+        ["warm Delta", *(f"{med(wd, k):.2f}" for k in split)],
     ])
     print_table("direct, one-time costs in this process", ["what", "seconds"], [
         ["import pyspark.sql", f"{result['direct_import_s']:.2f}"],
@@ -388,6 +438,8 @@ def report(args: argparse.Namespace, cold_first: dict[str, Any], cold_restart: l
     rss_rows += [[f"driver fork server (pid {p})", f"{v:.0f}"] for p, v in rss["fork_server"].items()]
     rss_rows += [[f"standby driver (pid {p}; shares most pages with the fork server)", f"{v:.0f}"]
                  for p, v in rss["standby_drivers"].items()]
+    workers = rss["spark_python_workers"]
+    rss_rows += [[f"Spark's Python workers ({len(workers)} processes, sharing pages)", f"{sum(workers.values()):.0f}"]]
     print_table("RSS after the warm runs", ["process", "MB"], rss_rows)
     print(f"\nload average (1 min): {load_before:.2f} at start, {load_after:.2f} at the end; "
           f"Java processes of this benchmark left: {leftover or 'none'}")
@@ -404,6 +456,9 @@ def report(args: argparse.Namespace, cold_first: dict[str, Any], cold_restart: l
         "warm_example": {"median_s": med(we), "runs": we, "direct_median_s": de, "ratio": med(we) / de,
                          "direct_runs": result["direct_example"], "new_session_median_s": fe,
                          "new_session_runs": result["fresh_example"]},
+        "warm_delta": {"median_s": med(wd), "runs": wd, "direct_median_s": dd, "ratio": med(wd) / dd,
+                       "direct_runs": result["direct_delta"], "new_session_median_s": fd,
+                       "new_session_runs": result["fresh_delta"]},
         "direct_import_s": result["direct_import_s"], "direct_session_s": result["direct_session_s"],
         "cluster_startup_s": result["cluster_startup_s"], "rss_mb": rss, "java_left": leftover,
     })

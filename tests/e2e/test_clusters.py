@@ -97,7 +97,10 @@ def test_a_mount_of_one_session_is_not_seen_by_another(
         second.release()
 
 
-def test_sample_tables_are_installed(spark: Any) -> None:
+def test_sample_tables_are_installed(spark_pool: ClusterPool, spark: Any) -> None:
+    assert spark_pool.samples is not None
+    spark_pool.samples.want()  # this test's own lease keeps the server busy: install now
+    assert spark_pool.samples.wait(600)
     assert spark.table("samples.iris").count() == 150
     assert {"species", "sepal_length_cm"} <= set(spark.table("samples.iris").columns)
     assert spark.table("samples.wine").count() == 178

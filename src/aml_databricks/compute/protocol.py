@@ -92,6 +92,9 @@ class SparkConnection:
 
     remote: str  # sc://127.0.0.1:<port>/;session_id=<uuid>;user_id=...
     confs: dict[str, str] = field(default_factory=dict)
+    # While this file exists the server's `samples` tables are being installed (compute/host/samples.py):
+    # a query that finds none of them waits for it to go. None: no sample tables on this server.
+    samples_pending: str | None = None
 
 
 @dataclass(frozen=True)
@@ -125,7 +128,8 @@ class DriverTask:
             "language": self.language,
             "parameters": list(self.argv) if self.kind == "python" else dict(self.widgets),
             "api": {"host": self.api_host, "token": self.api_token},
-            "spark": None if self.spark is None else {"remote": self.spark.remote, "confs": dict(self.spark.confs)},
+            "spark": None if self.spark is None else {"remote": self.spark.remote, "confs": dict(self.spark.confs),
+                                                      "samples_pending": self.spark.samples_pending},
             "fs": self.fs.to_json(),
             "cluster": dict(self.cluster),
             "python_path": list(self.python_path),
@@ -151,7 +155,8 @@ class DriverTask:
             api_host=str(api.get("host") or ""),
             api_token=str(api.get("token") or ""),
             cluster=dict(data.get("cluster") or {}),
-            spark=SparkConnection(str(spark["remote"]), dict(spark.get("confs") or {})) if spark else None,
+            spark=SparkConnection(str(spark["remote"]), dict(spark.get("confs") or {}),
+                                  spark.get("samples_pending")) if spark else None,
             python_path=[str(p) for p in data.get("python_path") or []],
         )
 

@@ -194,7 +194,7 @@ def _warm_up_spark(pool: Any, data_dir: Path, console: Console, stopper: Stopper
     """Start the default Spark server now, in the background, and say what is happening: the
     Databricks node would otherwise wait in PENDING, silent, for the whole cold start."""
     first = not (data_dir / "metastore" / "samples-installed").exists()
-    text = "starting local Spark (" + ("first start of this data dir, ~25 s" if first else "~12 s") + ")"
+    text = "starting local Spark (" + ("first start of this data dir, ~15 s" if first else "~12 s") + ")"
 
     def warm() -> None:
         started = time.monotonic()

@@ -156,6 +156,10 @@ class TaskRunner:
         if self.task.spark is not None:
             from aml_databricks.compute.driver import spark_session
 
+            if self.task.spark.samples_pending is not None:
+                from aml_databricks.compute.driver import samples_wait
+
+                samples_wait.install(self.task.spark.samples_pending)  # before any query of the run
             self.spark = spark_session.connect(self.task.spark.remote, self.paths, self.task.spark.confs)
             from aml_databricks.delta import notebook as delta_notebook  # hook: Delta tables
 

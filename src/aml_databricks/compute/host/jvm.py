@@ -150,12 +150,10 @@ def control_client(remote: str) -> ControlClient:
 class JvmLauncher:
     """The `Launcher` of real Spark Connect servers: `spark-submit` from the pyspark wheel, one JVM each."""
 
-    def __init__(self, data_dir: Path, *, driver_memory: str, extra_confs: Mapping[str, str],
-                 install_samples: bool) -> None:
+    def __init__(self, data_dir: Path, *, driver_memory: str, extra_confs: Mapping[str, str]) -> None:
         self.data_dir = data_dir
         self.driver_memory = driver_memory
         self.extra_confs = dict(extra_confs)
-        self.install_samples = install_samples
 
     def control_client(self, remote: str) -> ControlClient:
         return control_client(remote)
@@ -277,10 +275,6 @@ class JvmLauncher:
             mark = time.monotonic()
             spark.sql("SELECT 1").collect()
             server.startup_s["first_query"] = time.monotonic() - mark
-            if self.install_samples and server.cluster_id == DEFAULT_CLUSTER_ID:
-                mark = time.monotonic()
-                self._install_samples_once(spark)
-                server.startup_s["samples"] = time.monotonic() - mark
         finally:
             spark.stop()
         log.info(
@@ -288,20 +282,6 @@ class JvmLauncher:
             server.cluster_id,
             ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in server.startup_s.items()),
         )
-
-    def _install_samples_once(self, spark: Any) -> None:
-        """Sample tables on the first start of a data dir; the marker spares later starts the check."""
-        marker = self.data_dir / "metastore" / "samples-installed"
-        if marker.exists():
-            return
-        from aml_databricks.compute.tables import install_samples
-
-        try:
-            install_samples(spark)
-        except Exception as error:  # no scikit-learn, say: the cluster is still fine without samples
-            log.warning("sample tables not installed: %s: %s", type(error).__name__, error)
-            return
-        marker.touch()
 
 
 def _our_jvms(data_dir: Path) -> dict[int, int | None]:

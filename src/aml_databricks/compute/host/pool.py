@@ -36,6 +36,7 @@ from aml_databricks.compute.host.jvm import (
     jvm_pids,
     kill_orphans,
 )
+from aml_databricks.compute.host.samples import SampleInstaller, pending_marker
 
 __all__ = ["ClusterPool", "ClusterStartError", "ClusterStatus", "Lease", "jvm_pids"]
 
@@ -68,6 +69,9 @@ class Lease:
         self.cluster_id = server.cluster_id
         self.session_id = session_id or str(uuid.uuid4())
         self.remote = server.remote(self.session_id)
+        # the marker a run's driver waits on when it queries `samples.*` before they are installed
+        installing = pool.samples is not None and server.cluster_id == DEFAULT_CLUSTER_ID
+        self.samples_pending = str(pending_marker(pool.data_dir)) if installing else None
         self._released = False
         self._lock = threading.Lock()
 
@@ -126,10 +130,12 @@ class ClusterPool:
         self.driver_memory = driver_memory
         self.max_servers = max_servers
         self.launcher: Launcher = launcher or JvmLauncher(
-            self.data_dir, driver_memory=driver_memory, extra_confs=extra_confs or {}, install_samples=install_samples
+            self.data_dir, driver_memory=driver_memory, extra_confs=extra_confs or {}
         )
         for sub in ("dbfs", "metastore", "clusters"):
             (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
+        # Sample tables on real servers only, installed once the shared server is idle (samples.py).
+        self.samples = SampleInstaller(self.data_dir) if install_samples and launcher is None else None
         self._servers: dict[str, Server] = {}
         self._known: dict[str, dict[str, Any]] = {}  # dedicated cluster id -> spec, kept after it stops
         self._cond = threading.Condition()
@@ -315,6 +321,10 @@ class ClusterPool:
                 log.info("stopping idle cluster %s to make room for %s", victim.cluster_id, cluster_id)
                 self._stop(victim)
 
+    def _idle(self, server: Server) -> bool:
+        with self._cond:
+            return server.leases == 0
+
     def _return(self, server: Server) -> None:
         with self._cond:
             server.leases = max(0, server.leases - 1)
@@ -327,6 +337,8 @@ class ClusterPool:
             self.launcher.wait_ready(server, self._closed)
             server.state = "RUNNING"
             server.start_time_ms = int(time.time() * 1000)
+            if self.samples is not None and server.cluster_id == DEFAULT_CLUSTER_ID:
+                self.samples.schedule(server.remote, lambda: self._idle(server), self._closed)
         except BaseException as error:
             server.error = error
             server.state = "ERROR"

@@ -249,7 +249,7 @@ class DriverExecution:
             from aml_databricks.compute.host.cluster_specs import session_confs, usage_tag_confs
 
             confs = {**usage_tag_confs(spec.cluster), **session_confs(spec.new_cluster or {})}
-            spark = SparkConnection(lease.remote, confs)
+            spark = SparkConnection(lease.remote, confs, getattr(lease, "samples_pending", None))
         return DriverTask(
             run_id=launch.run_id,
             parent_run_id=launch.parent_run_id,
