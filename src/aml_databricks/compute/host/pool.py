@@ -352,6 +352,8 @@ class ClusterPool:
 
     def _stop(self, server: Server) -> None:
         server.state = "TERMINATING"
+        if self.samples is not None and server.cluster_id == DEFAULT_CLUSTER_ID:
+            self.samples.abort()  # its client would retry the stopped server for minutes
         self._terminate(server)
         server.state = "TERMINATED"
 

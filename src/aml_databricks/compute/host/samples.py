@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class SampleInstaller:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._done = threading.Event()
+        self._client: Any = None  # the install's Spark Connect client while it talks to the server
         # A pending marker left by a workspace that died mid-install would keep runs waiting: it is
         # this process's to write again when it schedules its own install.
         (self._metastore / PENDING).unlink(missing_ok=True)
@@ -69,6 +71,16 @@ class SampleInstaller:
         with contextlib.suppress(OSError):
             (self._metastore / WANTED).touch()
 
+    def abort(self) -> None:
+        """The server is being stopped: end the install's client now. Its call in flight would otherwise
+        retry the dead server for minutes, and pyspark's exit handler for an unclosed client retries
+        it again when the process exits (a `pipeline run` that never ended)."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+
     def wait(self, timeout: float | None = None) -> bool:
         """True once the install has ended (installed, failed or given up); at once if none is scheduled."""
         with self._lock:
@@ -89,11 +101,18 @@ class SampleInstaller:
             from aml_databricks.compute.tables import install_samples
 
             spark = SparkSession(connection=remote_of(str(uuid.uuid4())))
+            with self._lock:
+                self._client = spark.client
+            if closed.is_set():  # closed while the session was being made: `abort` found no client
+                spark.client.close()
             try:
                 install_samples(spark)
             finally:
-                with contextlib.suppress(Exception):
-                    spark.stop()
+                with self._lock:
+                    self._client = None
+                if not spark.client.is_closed:
+                    with contextlib.suppress(Exception):
+                        spark.stop()
             (self._metastore / INSTALLED).touch()
             log.info("sample tables installed in %.1f s", time.monotonic() - started)
         except Exception as error:  # no scikit-learn, say, or the server went: the cluster is fine without them
