@@ -43,6 +43,7 @@ __all__ = ["ClusterPool", "ClusterStartError", "ClusterStatus", "Lease", "jvm_pi
 log = logging.getLogger(__name__)
 
 STOP_GRACE_S = 10.0
+SAMPLES_WAIT_S = 120.0  # an outside client waits at most this long for the background install of `samples.*`
 
 
 @dataclass(frozen=True)
@@ -223,6 +224,11 @@ class ClusterPool:
             server.ready.wait()
             if server.error is not None:
                 raise ClusterStartError(str(server.error)) from server.error
+            if cluster_id == DEFAULT_CLUSTER_ID and self.samples is not None and not self.samples.installed:
+                # An outside client can't wait for the sample tables the way a run's driver does
+                # (compute/driver/samples_wait.py): they are installed now, before its first query.
+                self.samples.want()
+                self.samples.wait(SAMPLES_WAIT_S)
         finally:
             self._return(server)
         return server
