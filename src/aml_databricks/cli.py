@@ -62,9 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def console_main() -> NoReturn:
-    """The console script. A command that sets `exit_fast` (the step: its outputs are all written
-    and flushed when it returns) leaves with `os._exit`: tearing down an interpreter that imported
-    databricks-sdk costs a third of a second, and Azure ML waits for the process to end."""
+    """The console script. A command that sets `exit_fast` (the step, `pipeline run`: what they owe is
+    written, flushed and closed when they return) leaves with `os._exit`: tearing down an interpreter
+    that imported databricks-sdk costs a third of a second, Azure ML waits for the process to end, and
+    pyspark's exit handler for a Spark Connect client left open retries its server for minutes."""
     try:
         code, fast = _dispatch(None)
     except KeyboardInterrupt:  # Ctrl-C before a command took over its signals (while importing it)

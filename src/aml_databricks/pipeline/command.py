@@ -84,7 +84,9 @@ def add_parser(subparsers: Any) -> None:
         "(default for the local workspace: a notebooks/ folder beside or above the pipeline; "
         "with --workspace, nothing is uploaded unless this is given)",
     )
-    run.set_defaults(func=run_command)
+    # Everything the run owns (nodes, the workspace, Spark, MLflow records) is closed before the command
+    # returns: the process leaves without running third-party exit handlers, which can block (cli.py).
+    run.set_defaults(func=run_command, exit_fast=True)
 
 
 def run_command(args: argparse.Namespace) -> int:
