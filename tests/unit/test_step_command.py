@@ -98,7 +98,7 @@ def test_the_step_imports_only_the_sdk_modules_it_uses_and_the_sdk_still_works_w
         "from aml_databricks.step.sdk import StepClient\n"
         "from databricks.sdk.config import Config\n"
         "c = StepClient(Config(host='http://127.0.0.1:9', token='t', auth_type='pat', retry_timeout_seconds=1))\n"
-        "c.jobs, c.workspace\n"
+        "c.jobs, c.dbfs\n"
         "print('catalog' , 'databricks.sdk.service.catalog' in sys.modules)\n"
         "from databricks.sdk import WorkspaceClient\n"
         "print('client', WorkspaceClient.__module__)\n"

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from databricks.sdk.service.jobs import SubmitTask
+from databricks.sdk.service.jobs import GitSource, JobEnvironment, SubmitTask
 
 from aml_databricks.step.azureml import AzureMLContext, output_uri
 from aml_databricks.step.request import (
@@ -41,7 +41,23 @@ def payload(flags: dict[str, Any], mlflow: dict[str, str] | None = None, output:
     ctx = AzureMLContext(run_id="job_42", run_id_generated=False, mlflow=mlflow or {}, output=output)
     body = build_submit_request(settings, ctx, submission_id="s1").as_dict()
     json.dumps(body)  # must be JSON as is
+    assert_as_the_sdk_writes_it(body)
     return body
+
+
+def assert_as_the_sdk_writes_it(body: dict[str, Any]) -> None:
+    """The body is what databricks-sdk's `jobs.submit` would send for the same request: each object
+    equal to the SDK dataclass's round trip, its fields in the same order."""
+    sdk_types = {"tasks": SubmitTask, "environments": JobEnvironment}
+    for key, sdk_type in sdk_types.items():
+        for item in body.get(key, []):
+            assert_same_json(sdk_type.from_dict(item).as_dict(), item)
+    if "git_source" in body:
+        assert_same_json(GitSource.from_dict(body["git_source"]).as_dict(), body["git_source"])
+
+
+def assert_same_json(expected: dict[str, Any], actual: dict[str, Any]) -> None:
+    assert json.dumps(actual) == json.dumps(expected)  # equal, and in the same order (--dry-run prints it)
 
 
 def test_demo_flags_give_the_demo_payload_fields_plus_ours() -> None:
@@ -219,17 +235,32 @@ def test_dry_run_masks_the_mlflow_token_but_not_a_secret_reference() -> None:
 def test_every_task_type_is_a_submit_task_field_of_the_installed_sdk() -> None:
     """One list of task types (settings.TASK_FIELDS), built by SubmitTask field name; all six are
     fields of SubmitTask from databricks-sdk 0.45 (the minimum allowed) to today's."""
+    import dataclasses
+
     from aml_databricks.step import request
     from aml_databricks.step.settings import TASK_FIELDS
 
-    assert set(TASK_FIELDS.values()) <= request.submit_task_fields()
+    assert set(TASK_FIELDS.values()) <= {f.name for f in dataclasses.fields(SubmitTask)}
     assert set(request._TASK_BUILDERS) == set(TASK_FIELDS.values())
 
 
-def test_a_task_type_the_sdk_lacks_is_refused_not_silently_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
-    from aml_databricks.errors import UsageError
-    from aml_databricks.step import request
+def test_building_the_request_does_not_import_the_sdks_service_modules() -> None:
+    """The request is plain JSON: `service.jobs` and `service.compute` (the heaviest part of the
+    SDK) are imported after the submit, not to build it."""
+    import subprocess
+    import sys
 
-    monkeypatch.setattr(request, "submit_task_fields", lambda: frozenset({"notebook_task"}))
-    with pytest.raises(UsageError, match=r"no SubmitTask\.sql_task"):
-        payload({**HOST, "task_type": "sql", "warehouse_id": "w", "query_id": "q"})
+    code = (
+        "import sys\n"
+        "from aml_databricks.sdk_import import defer_package_init\n"
+        "defer_package_init()\n"
+        "from aml_databricks.step.azureml import AzureMLContext\n"
+        "from aml_databricks.step.request import build_submit_request\n"
+        "from aml_databricks.step.settings import resolve\n"
+        "s = resolve({'databricks_host': 'https://h', 'notebook_path': '/nb', 'num_workers': '1',"
+        " 'spark_version': 'v', 'node_type_id': 'n'}, {})\n"
+        "build_submit_request(s, AzureMLContext(run_id='r', run_id_generated=False, mlflow={}), 's')\n"
+        "print(sorted(m for m in sys.modules if m.startswith('databricks.sdk.service')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

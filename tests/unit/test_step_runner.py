@@ -24,28 +24,9 @@ from tests.unit.test_step_wait import FakeClock
 BASE = {"databricks_host": "https://adb-1.2.azuredatabricks.net", "notebook_path": "/nb", "existing_cluster_id": "c"}
 
 
-@dataclass
-class FakeWait:
-    response: Any
-
-
-@dataclass
-class FakeSubmitResponse:
-    run_id: int
-
-
 class FakeJobs:
     def __init__(self, ws: FakeWorkspace) -> None:
         self.ws = ws
-
-    def submit(self, **kwargs: Any) -> FakeWait:
-        self.ws.submitted.append(kwargs)
-        if self.ws.submit_error is not None:
-            raise self.ws.submit_error
-        if self.ws.submit_stuck is not None:  # the SDK retrying 429s until the test lets go
-            self.ws.submit_stuck.wait(10)
-            raise TimeoutError("Timed out after 0:05:00")
-        return FakeWait(FakeSubmitResponse(self.ws.run_id))
 
     def cancel_run(self, run_id: int) -> None:
         self.ws.cancelled.append(run_id)
@@ -61,7 +42,14 @@ class FakeApi:
     def __init__(self, ws: FakeWorkspace) -> None:
         self.ws = ws
 
-    def do(self, method: str, path: str, query: dict[str, Any] | None = None, **_: Any) -> dict[str, Any]:
+    def do(self, method: str, path: str, query: dict[str, Any] | None = None, body: dict[str, Any] | None = None,
+           **_: Any) -> dict[str, Any]:
+        if path.endswith("/jobs/runs/submit"):
+            assert method == "POST" and body is not None
+            return self.ws.submit(body)
+        if path.endswith("/workspace/get-status"):
+            assert query is not None
+            return self.ws.get_status(query["path"])
         if path.endswith("/jobs/runs/list"):
             assert query is not None and query["active_only"] == "true" and query["expand_tasks"] == "true"
             if self.ws.landed is None:
@@ -72,15 +60,6 @@ class FakeApi:
         if self.ws.refuses_wait and "wait_seconds" in query:  # a server that rejects unknown parameters
             raise BadRequest("Unknown parameter wait_seconds")
         return self.ws.next_run()
-
-
-class FakeWorkspaceApi:
-    def __init__(self, ws: FakeWorkspace) -> None:
-        self.ws = ws
-
-    def get_status(self, path: str) -> None:
-        if self.ws.status_error is not None:
-            raise self.ws.status_error
 
 
 class FakeDbfs:
@@ -109,14 +88,27 @@ class FakeWorkspace:
     def __post_init__(self) -> None:
         self.jobs = FakeJobs(self)
         self.api_client = FakeApi(self)
-        self.workspace = FakeWorkspaceApi(self)
         self.dbfs = FakeDbfs()
+
+    def submit(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.submitted.append(body)
+        if self.submit_error is not None:
+            raise self.submit_error
+        if self.submit_stuck is not None:  # the SDK retrying 429s until the test lets go
+            self.submit_stuck.wait(10)
+            raise TimeoutError("Timed out after 0:05:00")
+        return {"run_id": self.run_id}
+
+    def get_status(self, path: str) -> dict[str, Any]:
+        if self.status_error is not None:
+            raise self.status_error
+        return {"path": path, "object_type": "NOTEBOOK"}
 
     def active_runs(self) -> list[dict[str, Any]]:
         """runs/list: someone else's run, and ours when the submit reached the workspace."""
         other = {"run_id": 3, "tasks": [{"run_id": 4, "description": submission_description("someone-else")}]}
         ours = {"run_id": self.run_id, "tasks": [{"run_id": self.run_id + 1,
-                                                  "description": self.submitted[-1]["tasks"][0].description}]}
+                                                  "description": self.submitted[-1]["tasks"][0]["description"]}]}
         return [other, ours] if self.landed else [other]
 
     def next_run(self) -> dict[str, Any]:
@@ -124,7 +116,7 @@ class FakeWorkspace:
         state, result = self.states[0] if len(self.states) == 1 else self.states.pop(0)
         description = self.description
         if description is None:
-            description = self.submitted[-1]["tasks"][0].description
+            description = self.submitted[-1]["tasks"][0]["description"]
         task_state: dict[str, Any] = {"life_cycle_state": state}
         run_state: dict[str, Any] = {"life_cycle_state": state}
         if result:
@@ -346,11 +338,12 @@ def test_stop_during_a_notebook_check_stuck_in_retries_cancels_the_run() -> None
     ws = FakeWorkspace()
     storm_over, check_returned = threading.Event(), threading.Event()
 
-    def stuck(path: str) -> None:
+    def stuck(path: str) -> dict[str, Any]:
         storm_over.wait(10)
         check_returned.set()
+        return {}
 
-    ws.workspace.get_status = stuck  # type: ignore[method-assign]
+    ws.get_status = stuck  # type: ignore[method-assign]
     threading.Timer(0.2, stop.request, args=(143, "SIGTERM")).start()
     try:
         with pytest.raises(StoppedError) as caught:

@@ -1,7 +1,11 @@
 """Settings + Azure ML context → the `runs/submit` request. Pure: no I/O, no clock.
 
-The request is built from databricks-sdk's own dataclasses, so field names are the Jobs API's and
-`as_dict()` is exactly what goes on the wire. One task, in the multi-task format:
+The request is the Jobs API's JSON, built here as plain dicts in the shape databricks-sdk's own
+dataclasses give (`SubmitTask(...).as_dict()`: an object's fields in name order, unset and empty
+ones left out; tests/unit/test_step_request.py holds every payload equal to the SDK's round trip).
+Plain dicts because the SDK's `service.jobs` and `service.compute` modules, which define those
+dataclasses, were about 40% of the step's start before its submit; the request goes out through
+the SDK's ApiClient all the same (gateway.py). One task, in the multi-task format:
   demo flags  → tasks[0].new_cluster{spark_version,node_type_id,num_workers,spark_env_vars},
                 tasks[0].notebook_task{notebook_path,base_parameters{output_folder}},
                 tasks[0].libraries[{pypi{package: azureml-mlflow}}]   (as the demo's job_spec)
@@ -11,17 +15,15 @@ The request is built from databricks-sdk's own dataclasses, so field names are t
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from databricks.sdk.service import compute, jobs
-
-from aml_databricks.errors import UsageError
 from aml_databricks.step.azureml import MLFLOW_TOKEN, AzureMLContext, output_uri, spark_env_vars
 from aml_databricks.step.settings import TASK_FIELDS, Settings
+
+JsonObject = dict[str, Any]
 
 TASK_KEY = "main"
 ENVIRONMENT_KEY = "default"
@@ -53,39 +55,39 @@ def submission_id_of(description: str | None) -> str | None:
     return None
 
 
+def api_object(**fields: Any) -> JsonObject:
+    """One Jobs API object as databricks-sdk's `as_dict()` writes it: fields in name order, those
+    unset (None) or empty (a list or map with nothing in it) left out."""
+    return {name: value for name, value in sorted(fields.items()) if value is not None and value != [] and value != {}}
+
+
 @dataclass(frozen=True)
 class SubmitRequest:
     run_name: str
     idempotency_token: str
-    task: jobs.SubmitTask
+    task: JsonObject
     timeout_seconds: int | None = None
-    environments: tuple[jobs.JobEnvironment, ...] = ()
-    git_source: jobs.GitSource | None = None
+    environments: tuple[JsonObject, ...] = ()
+    git_source: JsonObject | None = None
 
-    def as_dict(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
+    @property
+    def submission_id(self) -> str | None:
+        return submission_id_of(self.task.get("description"))
+
+    def as_dict(self) -> JsonObject:
+        """The runs/submit body."""
+        body: JsonObject = {
             "run_name": self.run_name,
             "idempotency_token": self.idempotency_token,
-            "tasks": [self.task.as_dict()],
+            "tasks": [self.task],
         }
         if self.timeout_seconds:
             body["timeout_seconds"] = self.timeout_seconds
         if self.environments:
-            body["environments"] = [e.as_dict() for e in self.environments]
+            body["environments"] = list(self.environments)
         if self.git_source is not None:
-            body["git_source"] = self.git_source.as_dict()
+            body["git_source"] = self.git_source
         return body
-
-    def submit_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for `WorkspaceClient.jobs.submit`."""
-        return {
-            "run_name": self.run_name,
-            "idempotency_token": self.idempotency_token,
-            "tasks": [self.task],
-            "timeout_seconds": self.timeout_seconds or None,
-            "environments": list(self.environments) or None,
-            "git_source": self.git_source,
-        }
 
 
 def masked(payload: dict[str, Any]) -> dict[str, Any]:
@@ -111,24 +113,25 @@ def masked(payload: dict[str, Any]) -> dict[str, Any]:
 
 def build_submit_request(settings: Settings, ctx: AzureMLContext, submission_id: str) -> SubmitRequest:
     s = settings
-    task = jobs.SubmitTask(task_key=TASK_KEY, description=submission_description(submission_id))
-    _set_task_type(task, s, ctx)
-    environments: tuple[jobs.JobEnvironment, ...] = ()
+    compute: JsonObject = {}
+    environments: tuple[JsonObject, ...] = ()
     libraries = _libraries(s)
     if s.existing_cluster_id:
-        task.existing_cluster_id = s.existing_cluster_id
-        task.libraries = libraries or None
+        compute = {"existing_cluster_id": s.existing_cluster_id, "libraries": libraries}
     elif s.serverless:
         if s.task_type in _ENVIRONMENT_TASKS:
-            task.environment_key = ENVIRONMENT_KEY
-            spec = compute.Environment(
-                environment_version=s.environment_version,
-                dependencies=[*s.pypi, *s.whls] or None,
-            )
-            environments = (jobs.JobEnvironment(environment_key=ENVIRONMENT_KEY, spec=spec),)
+            compute = {"environment_key": ENVIRONMENT_KEY}
+            spec = api_object(environment_version=s.environment_version, dependencies=[*s.pypi, *s.whls])
+            environments = (api_object(environment_key=ENVIRONMENT_KEY, spec=spec),)
     elif s.uses_new_cluster:
-        task.new_cluster = _new_cluster(s, ctx)
-        task.libraries = libraries or None
+        compute = {"new_cluster": _new_cluster(s, ctx), "libraries": libraries}
+    field = TASK_FIELDS[s.task_type]
+    task = api_object(
+        task_key=TASK_KEY,
+        description=submission_description(submission_id),
+        **{field: _TASK_BUILDERS[field](s, ctx)},
+        **compute,
+    )
     return SubmitRequest(
         run_name=s.run_name or ctx.run_id,
         idempotency_token=idempotency_token(ctx.run_id),
@@ -139,71 +142,55 @@ def build_submit_request(settings: Settings, ctx: AzureMLContext, submission_id:
     )
 
 
-def submit_task_fields() -> frozenset[str]:
-    """The task fields (`notebook_task`, `sql_task`, …) of the installed databricks-sdk's `SubmitTask`."""
-    return frozenset(f.name for f in dataclasses.fields(jobs.SubmitTask) if f.name.endswith("_task"))
-
-
-def _set_task_type(task: jobs.SubmitTask, s: Settings, ctx: AzureMLContext) -> None:
-    name = TASK_FIELDS[s.task_type]
-    if name not in submit_task_fields():  # setattr would add a field that never reaches the wire
-        raise UsageError(f"--task-type {s.task_type}: the installed databricks-sdk has no SubmitTask.{name}")
-    setattr(task, name, _TASK_BUILDERS[name](s, ctx))
-
-
-def _notebook_task(s: Settings, ctx: AzureMLContext) -> jobs.NotebookTask:
+def _notebook_task(s: Settings, ctx: AzureMLContext) -> JsonObject:
     assert s.notebook_path is not None
-    return jobs.NotebookTask(notebook_path=s.notebook_path, base_parameters=_base_parameters(s, ctx), source=_source(s))
+    return api_object(notebook_path=s.notebook_path, base_parameters=_base_parameters(s, ctx), source=s.source)
 
 
-def _spark_python_task(s: Settings, ctx: AzureMLContext) -> jobs.SparkPythonTask:
+def _spark_python_task(s: Settings, ctx: AzureMLContext) -> JsonObject:
     assert s.python_file is not None
-    return jobs.SparkPythonTask(python_file=s.python_file, parameters=list(s.args) or None, source=_source(s))
+    return api_object(python_file=s.python_file, parameters=list(s.args), source=s.source)
 
 
-def _python_wheel_task(s: Settings, ctx: AzureMLContext) -> jobs.PythonWheelTask:
+def _python_wheel_task(s: Settings, ctx: AzureMLContext) -> JsonObject:
     assert s.package_name is not None and s.entry_point is not None
-    return jobs.PythonWheelTask(
+    return api_object(
         package_name=s.package_name,
         entry_point=s.entry_point,
-        parameters=list(s.args) or None,
-        named_parameters=dict(s.params) or None,
+        parameters=list(s.args),
+        named_parameters=dict(s.params),
     )
 
 
-def _spark_jar_task(s: Settings, ctx: AzureMLContext) -> jobs.SparkJarTask:
+def _spark_jar_task(s: Settings, ctx: AzureMLContext) -> JsonObject:
     assert s.main_class_name is not None
-    return jobs.SparkJarTask(main_class_name=s.main_class_name, parameters=list(s.args) or None)
+    return api_object(main_class_name=s.main_class_name, parameters=list(s.args))
 
 
-def _sql_task(s: Settings, ctx: AzureMLContext) -> jobs.SqlTask:
+def _sql_task(s: Settings, ctx: AzureMLContext) -> JsonObject:
     assert s.warehouse_id is not None
-    return jobs.SqlTask(
+    return api_object(
         warehouse_id=s.warehouse_id,
-        file=jobs.SqlTaskFile(path=s.sql_file, source=_source(s)) if s.sql_file else None,
-        query=jobs.SqlTaskQuery(query_id=s.query_id) if s.query_id else None,
-        parameters=dict(s.params) or None,
+        file=api_object(path=s.sql_file, source=s.source) if s.sql_file else None,
+        query=api_object(query_id=s.query_id) if s.query_id else None,
+        parameters=dict(s.params),
     )
 
 
-def _dbt_task(s: Settings, ctx: AzureMLContext) -> jobs.DbtTask:
-    return jobs.DbtTask(
+def _dbt_task(s: Settings, ctx: AzureMLContext) -> JsonObject:
+    return api_object(
         commands=list(s.dbt_commands),
         project_directory=s.project_directory,
         profiles_directory=s.profiles_directory,
         catalog=s.dbt_catalog,
         schema=s.dbt_schema,
         warehouse_id=s.warehouse_id,
-        source=_source(s),
+        source=s.source,
     )
 
 
-def _source(s: Settings) -> jobs.Source | None:
-    return jobs.Source(s.source) if s.source else None
-
-
-# SubmitTask field → its builder; the keys are TASK_FIELDS' values (tests hold them equal).
-_TASK_BUILDERS: dict[str, Callable[[Settings, AzureMLContext], Any]] = {
+# The task's field → its builder; the keys are TASK_FIELDS' values (tests hold them equal).
+_TASK_BUILDERS: dict[str, Callable[[Settings, AzureMLContext], JsonObject]] = {
     "notebook_task": _notebook_task,
     "spark_python_task": _spark_python_task,
     "python_wheel_task": _python_wheel_task,
@@ -222,32 +209,32 @@ def _base_parameters(s: Settings, ctx: AzureMLContext) -> dict[str, str]:
     return params
 
 
-def _libraries(s: Settings) -> list[compute.Library]:
-    libraries = [compute.Library(pypi=compute.PythonPyPiLibrary(package=p)) for p in s.pypi]
-    libraries += [compute.Library(jar=j) for j in s.jars]
-    libraries += [compute.Library(whl=w) for w in s.whls]
+def _libraries(s: Settings) -> list[JsonObject]:
+    libraries: list[JsonObject] = [{"pypi": {"package": p}} for p in s.pypi]
+    libraries += [{"jar": j} for j in s.jars]
+    libraries += [{"whl": w} for w in s.whls]
     return libraries
 
 
-def _new_cluster(s: Settings, ctx: AzureMLContext) -> compute.ClusterSpec:
+def _new_cluster(s: Settings, ctx: AzureMLContext) -> JsonObject:
     env = spark_env_vars(ctx, s.mlflow_token_secret)
     env.update(s.spark_env)
-    return compute.ClusterSpec(
+    return api_object(
         spark_version=s.spark_version,
         node_type_id=s.node_type_id,
         num_workers=s.num_workers,
         autoscale=(
-            compute.AutoScale(min_workers=s.autoscale.min_workers, max_workers=s.autoscale.max_workers)
+            api_object(min_workers=s.autoscale.min_workers, max_workers=s.autoscale.max_workers)
             if s.autoscale
             else None
         ),
         instance_pool_id=s.instance_pool_id,
-        spark_conf=dict(s.spark_conf) or None,
+        spark_conf=dict(s.spark_conf),
         spark_env_vars=env,
     )
 
 
-def _git_source(s: Settings) -> jobs.GitSource | None:
+def _git_source(s: Settings) -> JsonObject | None:
     if not s.git_url:
         return None
-    return jobs.GitSource(git_url=s.git_url, git_provider=jobs.GitProvider(s.git_provider), git_branch=s.git_branch)
+    return api_object(git_url=s.git_url, git_provider=s.git_provider, git_branch=s.git_branch)

@@ -273,7 +273,7 @@ class _StepRun:
         """The idempotency token returns an existing run's id without saying so. The task
         description carries a submission id unique to each submit; if the server dropped it, a
         run that started before our submit is an existing one."""
-        ours = submission_id_of(self.request.task.description)
+        ours = self.request.submission_id
         for task in first.run.tasks or []:
             theirs = submission_id_of(task.description)
             if theirs is not None:
@@ -309,7 +309,7 @@ class _StepRun:
     def _runs_of_this_submission(self) -> list[int] | None:
         """Active runs whose task carries this submission's id; None when the listing failed."""
         try:
-            return self.api.active_runs_of(submission_id_of(self.request.task.description))
+            return self.api.active_runs_of(self.request.submission_id)
         except AmlDatabricksError as exc:
             self.report.info(f"listing active runs failed: {exc}")
             return None

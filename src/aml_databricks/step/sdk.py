@@ -2,12 +2,13 @@
 
 `import databricks.sdk.<anything>` runs the package's `__init__`, which imports all of the SDK's
 service modules (some 40, for `WorkspaceClient`), half of the time `aml-databricks run` spent
-before its submit. The step uses four APIs (Jobs, Workspace, DBFS, and the raw client), so:
+before its submit. The step uses three: the raw client (submit, runs/get, runs/list and the notebook
+check, gateway.py), Jobs (cancel, run output) and DBFS (the output check), so:
 
     defer_package_init()   registers `databricks.sdk` as a package whose `__init__` runs only when
                            a name it defines is first asked for (`from databricks.sdk import
                            WorkspaceClient` anywhere in the process still works, a little later)
-    StepClient(config)     the four APIs on one ApiClient, the same classes WorkspaceClient uses
+    StepClient(config)     those APIs on one ApiClient, the same classes WorkspaceClient uses
 
 If `databricks.sdk` is already imported (a test, a benchmark, a notebook), both change nothing.
 `defer_package_init` lives in `aml_databricks/sdk_import.py`: `workspace serve` uses it too.
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
     from databricks.sdk.core import ApiClient
     from databricks.sdk.service.files import DbfsAPI
     from databricks.sdk.service.jobs import JobsAPI
-    from databricks.sdk.service.workspace import WorkspaceAPI
 
 
 class DatabricksApis(Protocol):
@@ -39,14 +39,11 @@ class DatabricksApis(Protocol):
     def jobs(self) -> JobsAPI: ...
 
     @property
-    def workspace(self) -> WorkspaceAPI: ...
-
-    @property
     def dbfs(self) -> DbfsAPI: ...
 
 
 class StepClient:
-    """Jobs, Workspace and DBFS on one ApiClient, built like `WorkspaceClient` builds them."""
+    """Jobs and DBFS on one ApiClient, built like `WorkspaceClient` builds them."""
 
     def __init__(self, config: Config) -> None:
         from databricks.sdk.core import ApiClient
@@ -59,12 +56,6 @@ class StepClient:
         from databricks.sdk.mixins.jobs import JobsExt
 
         return JobsExt(self.api_client)  # type: ignore[no-untyped-call]
-
-    @cached_property
-    def workspace(self) -> WorkspaceAPI:
-        from databricks.sdk.mixins.workspace import WorkspaceExt
-
-        return WorkspaceExt(self.api_client)  # type: ignore[no-untyped-call]
 
     @cached_property
     def dbfs(self) -> DbfsAPI:

@@ -28,15 +28,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Generic, Protocol, TypeVar
-
-from databricks.sdk.service.jobs import Run, RunLifeCycleState, RunLifecycleStateV2State
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from aml_databricks.run_states import TERMINAL_LIFE_CYCLE_STATES
 
+if TYPE_CHECKING:
+    from databricks.sdk.service.jobs import Run, RunLifeCycleState
+
 TICK_S = 1.0  # how often a live line on a TTY is redrawn between polls
-# The SDK documents these three as terminal; every other state, known or not, means "keep waiting".
-TERMINAL_STATES = frozenset(RunLifeCycleState(name) for name in TERMINAL_LIFE_CYCLE_STATES)
 
 
 class Clock(Protocol):
@@ -84,6 +83,10 @@ class RunObservation:
 
     @classmethod
     def from_response(cls, body: dict[str, Any]) -> RunObservation:
+        # Imported at the first answer, after the submit: the module (with service.compute, which it
+        # imports) is the heaviest part of the SDK, and nothing before the submit needs it.
+        from databricks.sdk.service.jobs import Run
+
         state = body.get("state") or {}
         lifecycle = state.get("life_cycle_state") or (body.get("status") or {}).get("state") or "UNKNOWN"
         return cls(
@@ -95,13 +98,18 @@ class RunObservation:
 
     @property
     def known_state(self) -> RunLifeCycleState | None:
+        from databricks.sdk.service.jobs import RunLifeCycleState
+
         return _enum_or_none(RunLifeCycleState, self.life_cycle_state)
 
     @property
     def terminal(self) -> bool:
+        """The SDK documents three states as terminal; every other state, known or not, means
+        "keep waiting", unless the newer `status` field says the run is over."""
+        from databricks.sdk.service.jobs import RunLifecycleStateV2State
+
         if self.known_state is not None:
-            return self.known_state in TERMINAL_STATES
-        # An unknown lifecycle state: trust the newer `status` field if it says the run is over.
+            return self.known_state.value in TERMINAL_LIFE_CYCLE_STATES
         status = self.run.status
         return status is not None and status.state == RunLifecycleStateV2State.TERMINATED
 
