@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 import uuid
@@ -31,6 +32,14 @@ WANTED = "samples-wanted"
 POLL_S = 0.2
 
 
+def quiet_spark_connect_log() -> None:
+    """Keep pyspark's Spark Connect logger off, as pyspark leaves it unless SPARK_CONNECT_LOG_LEVEL is
+    set. Logging set-ups that keep existing loggers (MLflow's, in `pipeline run`) switch it back on,
+    and it then prints a JSON line on stderr for every failed call of the install's client."""
+    if "SPARK_CONNECT_LOG_LEVEL" not in os.environ:
+        logging.getLogger("pyspark.sql.connect.logging").disabled = True
+
+
 def pending_marker(data_dir: Path) -> Path:
     return Path(data_dir) / "metastore" / PENDING
 
@@ -44,6 +53,7 @@ class SampleInstaller:
         self._thread: threading.Thread | None = None
         self._done = threading.Event()
         self._client: Any = None  # the install's Spark Connect client while it talks to the server
+        self._aborted = False  # its server was stopped under it: the install's failure is expected
         # A pending marker left by a workspace that died mid-install would keep runs waiting: it is
         # this process's to write again when it schedules its own install.
         (self._metastore / PENDING).unlink(missing_ok=True)
@@ -62,6 +72,7 @@ class SampleInstaller:
             self._metastore.mkdir(parents=True, exist_ok=True)
             (self._metastore / PENDING).touch()
             self._done = threading.Event()
+            self._aborted = False
             self._thread = threading.Thread(target=self._install, args=(remote_of, idle, closed),
                                             name="sample-tables", daemon=True)
             self._thread.start()
@@ -77,7 +88,9 @@ class SampleInstaller:
         it again when the process exits (a `pipeline run` that never ended)."""
         with self._lock:
             client, self._client = self._client, None
+            self._aborted = client is not None
         if client is not None:
+            quiet_spark_connect_log()  # the call in flight fails as its channel closes: expected, not news
             with contextlib.suppress(Exception):
                 client.close()
 
@@ -100,10 +113,12 @@ class SampleInstaller:
 
             from aml_databricks.compute.tables import install_samples
 
+            quiet_spark_connect_log()
             spark = SparkSession(connection=remote_of(str(uuid.uuid4())))
             with self._lock:
                 self._client = spark.client
             if closed.is_set():  # closed while the session was being made: `abort` found no client
+                self._aborted = True
                 spark.client.close()
             try:
                 install_samples(spark)
@@ -116,7 +131,8 @@ class SampleInstaller:
             (self._metastore / INSTALLED).touch()
             log.info("sample tables installed in %.1f s", time.monotonic() - started)
         except Exception as error:  # no scikit-learn, say, or the server went: the cluster is fine without them
-            log.warning("sample tables not installed: %s: %s", type(error).__name__, error)
+            level = logging.DEBUG if self._aborted else logging.WARNING
+            log.log(level, "sample tables not installed: %s: %s", type(error).__name__, error)
         finally:
             (self._metastore / PENDING).unlink(missing_ok=True)
             (self._metastore / WANTED).unlink(missing_ok=True)
