@@ -1,6 +1,6 @@
 """Run public Databricks notebooks, unchanged, on the local workspace: the compatibility corpus.
 
-    python benchmarks/notebook_corpus.py CORPUS_DIR [--workspace URL] [--data-dir DIR] [--timeout 300]
+    python benchmarks/notebook_corpus.py CORPUS_DIR [--workspace URL] [--data-dir DIR] [--timeout 600]
                                                     [--only SUBSTRING]
     python benchmarks/notebook_corpus.py fetch CORPUS_DIR [--mirrors DIR]
     python benchmarks/notebook_corpus.py rejudge RESULTS_JSON CORPUS_DIR
@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("corpus_dir", type=Path)
     parser.add_argument("--workspace", help="URL of a running workspace (token from $DATABRICKS_TOKEN)")
     parser.add_argument("--data-dir", type=Path, help="data dir of the workspace started (default: a fresh one)")
-    parser.add_argument("--timeout", type=int, default=300, help="per-notebook run timeout in seconds")
+    parser.add_argument("--timeout", type=int, default=600, help="per-notebook run timeout in seconds")
     parser.add_argument("--only", help="run only the notebooks whose path contains this")
     args = parser.parse_args(argv)
     if not args.corpus_dir.is_dir():
