@@ -124,6 +124,34 @@ def test_notebook_context_gives_the_api_url_and_a_redacted_token(
     assert "token: [REDACTED]" in output_log(workspace, run.tasks[0].run_id)
 
 
+def test_an_unresolvable_host_fails_at_once_instead_of_minutes_of_retries(client: WorkspaceClient) -> None:
+    # urllib3's Retry as MLflow sets it up (~4 min of back-off), and databricks-sdk's own retries (300 s):
+    # offline, both would hold the run until its 90 s timeout instead of failing the request.
+    source = (
+        "import requests\n"
+        "from requests.adapters import HTTPAdapter\n"
+        "from urllib3.util.retry import Retry\n"
+        "from databricks.sdk import WorkspaceClient\n"
+        "session = requests.Session()\n"
+        "session.mount('https://', HTTPAdapter(max_retries=Retry(total=7, backoff_factor=2)))\n"
+        "try:\n"
+        "    session.get('https://no-such-host.invalid/api/2.0/mlflow/runs/get')\n"
+        "except requests.ConnectionError as error:\n"
+        "    seen = [type(error).__name__]\n"
+        "try:\n"
+        "    WorkspaceClient(host='https://no-such-host.invalid', token='x').current_user.me()\n"
+        "except Exception as error:\n"
+        "    seen.append(str(error))\n"
+        "dbutils.notebook.exit(' | '.join(seen))"
+    )
+    path = upload_notebook(client, "/Shared/e2e/unresolved_host", source)
+    output = run_one(client, path, timeout_seconds=90)
+
+    assert output.error is None, output.error_trace
+    assert output.notebook_output.result.startswith("ConnectionError | ")
+    assert "no-such-host.invalid" in output.notebook_output.result
+
+
 def test_task_values_pass_between_tasks(client: WorkspaceClient) -> None:
     producer = upload_notebook(
         client, "/Shared/e2e/producer", 'dbutils.jobs.taskValues.set("rows", 42)\ndbutils.jobs.taskValues.set("n", "x")'

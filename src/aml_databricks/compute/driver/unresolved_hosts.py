@@ -18,7 +18,10 @@ resets and timeouts keep their retries: a server that is starting up is worth wa
 from __future__ import annotations
 
 import socket
+import types
 from typing import Any
+
+from aml_databricks.compute.driver.import_hooks import when_imported
 
 _MESSAGE_MARKERS = ("Failed to resolve", "Name or service not known", "nodename nor servname",
                     "Temporary failure in name resolution", "getaddrinfo failed")
@@ -40,17 +43,16 @@ def is_name_resolution_failure(error: BaseException | None) -> bool:
 
 
 def install() -> None:
-    """Patch the retry policies of urllib3 and databricks-sdk in this process, where they are installed."""
-    _patch_urllib3()
-    _patch_databricks_sdk()
+    """Patch the retry policies of urllib3 and databricks-sdk in this process when (and if) the run's
+    code imports them: importing databricks-sdk to patch it would cost every run ~1 s."""
+    when_imported("urllib3.util.retry", _patch_urllib3)
+    when_imported("databricks.sdk._base_client", _patch_databricks_sdk)
 
 
-def _patch_urllib3() -> None:
-    try:
-        from urllib3.exceptions import MaxRetryError
-        from urllib3.util.retry import Retry
-    except ImportError:
-        return
+def _patch_urllib3(retry_module: types.ModuleType) -> None:
+    from urllib3.exceptions import MaxRetryError
+
+    Retry = retry_module.Retry
     original = Retry.increment
     if getattr(original, "_fails_unresolved_hosts", False):
         return
@@ -63,15 +65,11 @@ def _patch_urllib3() -> None:
         return original(self, method, url, response, error, _pool, _stacktrace)
 
     increment._fails_unresolved_hosts = True  # type: ignore[attr-defined]
-    Retry.increment = increment  # type: ignore[method-assign]
+    Retry.increment = increment
 
 
-def _patch_databricks_sdk() -> None:
-    try:
-        from databricks.sdk import _base_client
-    except ImportError:
-        return
-    client_class = _base_client._BaseClient
+def _patch_databricks_sdk(base_client_module: types.ModuleType) -> None:
+    client_class = base_client_module._BaseClient
     original = client_class._is_retryable
     if getattr(original, "_fails_unresolved_hosts", False):
         return
@@ -83,4 +81,4 @@ def _patch_databricks_sdk() -> None:
         return result
 
     is_retryable._fails_unresolved_hosts = True  # type: ignore[attr-defined]
-    client_class._is_retryable = staticmethod(is_retryable)  # type: ignore[method-assign]
+    client_class._is_retryable = staticmethod(is_retryable)
