@@ -152,6 +152,20 @@ def test_an_unresolvable_host_fails_at_once_instead_of_minutes_of_retries(client
     assert "no-such-host.invalid" in output.notebook_output.result
 
 
+def test_a_run_does_not_import_heavy_libraries_its_notebook_does_not_use(client: WorkspaceClient) -> None:
+    # each costs every run its import time (databricks-sdk: ~1 s); the driver patches them only if imported
+    source = (
+        "import sys\n"
+        "heavy = ['databricks.sdk', 'mlflow', 'IPython', 'requests', 'urllib3']\n"
+        "dbutils.notebook.exit(','.join(name for name in heavy if name in sys.modules) or 'none')"
+    )
+    path = upload_notebook(client, "/Shared/e2e/imports", source)
+    output = run_one(client, path)
+
+    assert output.error is None, output.error_trace
+    assert output.notebook_output.result == "none"
+
+
 def test_task_values_pass_between_tasks(client: WorkspaceClient) -> None:
     producer = upload_notebook(
         client, "/Shared/e2e/producer", 'dbutils.jobs.taskValues.set("rows", 42)\ndbutils.jobs.taskValues.set("n", "x")'
