@@ -203,6 +203,11 @@ def serve(fd: int) -> None:
 
     with contextlib.suppress(ImportError):  # the heavy part a fresh driver would pay on every run
         import pyspark.sql.connect.session  # noqa: F401
+
+        # what every Spark run imports next: here once, not compiled and run again in each driver
+        import aml_databricks.compute.driver.samples_wait  # noqa: F401
+        import aml_databricks.compute.driver.spark_session  # noqa: F401
+        import aml_databricks.delta.notebook  # noqa: F401
     signal.signal(signal.SIGTERM, _exit_on_signal)  # the workspace died: end the drivers (finally) and go
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the drivers; pidfds still report their end
     children: dict[int, int] = {}  # pid -> pidfd of each driver still running
