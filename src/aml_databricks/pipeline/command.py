@@ -108,26 +108,33 @@ def run_command(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, console: Console, stopper: Stopper) -> int:
     with console.phase(f"loading {args.pipeline} with azure-ai-ml"):
-        from aml_databricks.pipeline.graph import topological_order
-        from aml_databricks.pipeline.load import load_pipeline
-        from aml_databricks.pipeline.report import summary_table
-        from aml_databricks.pipeline.runner import PipelineRunner
-        from aml_databricks.pipeline.tracking import LocalTracking
+        from aml_databricks.pipeline.background_load import BackgroundLoad
 
         overrides = dict(_key_value(item) for item in args.overrides)
-        graph = load_pipeline(args.pipeline, overrides, args.components)
+        loading = BackgroundLoad(args.pipeline, overrides, args.components)
+        try:
+            # imported here while the child process loads the pipeline: about 2 s each
+            from aml_databricks.pipeline import tracking
+            from aml_databricks.pipeline.graph import topological_order
+            from aml_databricks.pipeline.report import summary_table
+            from aml_databricks.pipeline.runner import PipelineRunner
+
+            tracking.import_mlflow()
+            graph = loading.result()
+        finally:
+            loading.cancel()
         topological_order(graph.nodes)  # a cycle is reported before anything starts
         data_dir: Path = args.data_dir.resolve()
-        tracking = LocalTracking(data_dir / "mlruns", graph.experiment_name)
+        local_tracking = tracking.LocalTracking(data_dir / "mlruns", graph.experiment_name)
     databricks_nodes = [node for node in graph.nodes.values() if node.runs_databricks]
 
     with _databricks(args, graph, databricks_nodes, data_dir, console, stopper) as target:
-        runner = PipelineRunner(graph, data_dir, databricks=target, tracking=tracking, console=console)
+        runner = PipelineRunner(graph, data_dir, databricks=target, tracking=local_tracking, console=console)
         stopper.on_last_resort(runner.kill_running)
         result = runner.run()
     console.say("")
     console.say(summary_table(result, relative_to=Path.cwd()))
-    console.say(f"MLflow: {tracking.tracking_uri} (experiment {graph.experiment_name}, run {result.run_id})")
+    console.say(f"MLflow: {local_tracking.tracking_uri} (experiment {graph.experiment_name}, run {result.run_id})")
     failed = result.failed
     if failed is not None:
         not_run = [n.node for n in result.nodes if n.status == "NotStarted"]
@@ -150,11 +157,9 @@ def _databricks(args: argparse.Namespace, graph: Any, nodes: Sequence[Any], data
     if args.workspace:
         token = os.environ.get("DATABRICKS_TOKEN")
         if args.notebooks:  # only when asked: never write into someone's workspace by default
-            from databricks.sdk import WorkspaceClient
+            from aml_databricks.pipeline.notebooks import upload_notebooks, workspace_api
 
-            from aml_databricks.pipeline.notebooks import upload_notebooks
-
-            upload_notebooks(WorkspaceClient(host=args.workspace, token=token), graph, nodes, args.notebooks)
+            upload_notebooks(workspace_api(args.workspace, token), graph, nodes, args.notebooks)
         yield DatabricksTarget(args.workspace, token)
         return
     try:
@@ -164,7 +169,7 @@ def _databricks(args: argparse.Namespace, graph: Any, nodes: Sequence[Any], data
         from aml_databricks.errors import MissingExtraError
 
         raise MissingExtraError("local", "running Databricks nodes on the local workspace") from exc
-    from aml_databricks.pipeline.notebooks import upload_notebooks
+    from aml_databricks.pipeline.notebooks import upload_notebooks, workspace_api
 
     mounts: dict[str, str | Path] = {BLOB_STORE_MOUNT: data_dir / DATASTORE}
     # A workspace already serving this data dir (`workspace serve`) is used, warm, rather than
@@ -183,7 +188,7 @@ def _databricks(args: argparse.Namespace, graph: Any, nodes: Sequence[Any], data
             console.say(f"  mount: {BLOB_STORE_MOUNT} -> {data_dir / DATASTORE}")
             # each node's step prints its run's page; this link signs a browser in to them
             console.say(f"  run pages: {login_url(workspace.host, workspace.token)}")
-            upload_notebooks(workspace.client, graph, nodes, args.notebooks)
+            upload_notebooks(workspace_api(workspace.host, workspace.token), graph, nodes, args.notebooks)
             # No cluster libraries by default (the demo's azureml-mlflow is provided by the local
             # workspace anyway); a pipeline that sets the pypi input still gets its packages.
             yield DatabricksTarget(workspace.host, workspace.token, environment={"AML_DATABRICKS_PYPI": ""})

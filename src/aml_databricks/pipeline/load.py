@@ -64,15 +64,21 @@ class PipelineSource:
         return f"{where}:{self.function}" if self.function else where
 
 
+def checked_source(reference: str) -> PipelineSource:
+    """What `reference` names; a file that is not there is a usage error."""
+    source = PipelineSource.parse(reference)
+    if source.path is not None and not source.path.is_file():
+        raise UsageError(f"pipeline file not found: {source.path}")
+    return source
+
+
 def load_pipeline(
     reference: str,
     overrides: Mapping[str, str] | None = None,
     components_dir: Path | None = None,
 ) -> PipelineGraph:
     """The pipeline `reference` names, with pipeline inputs overridden by `overrides`."""
-    source = PipelineSource.parse(reference)
-    if source.path is not None and not source.path.is_file():
-        raise UsageError(f"pipeline file not found: {source.path}")
+    source = checked_source(reference)
     ml = azure_ml("loading a pipeline")
     job = _load_dsl(source) if source.function else _load_yaml(ml, source.path)  # type: ignore[arg-type]
     if not isinstance(job, ml.entities.PipelineJob):

@@ -50,8 +50,22 @@ def find_source(folder: Path, workspace_path: str) -> Path | None:
     return None
 
 
-def upload_notebooks(client: Any, graph: PipelineGraph, nodes: Sequence[Node], folder: Path | None) -> None:
-    """Import each referenced notebook found in `folder`; say which ones the workspace must already have."""
+def workspace_api(host: str, token: str | None) -> Any:
+    """databricks-sdk's Workspace API for `host`, without importing the whole SDK (about 1 s):
+    the same class and client `WorkspaceClient(host=host, token=token).workspace` would use."""
+    from aml_databricks.sdk_import import defer_package_init
+
+    defer_package_init()
+    from databricks.sdk.config import Config
+    from databricks.sdk.core import ApiClient
+    from databricks.sdk.service.workspace import WorkspaceAPI
+
+    return WorkspaceAPI(ApiClient(Config(host=host, token=token)))  # type: ignore[no-untyped-call]
+
+
+def upload_notebooks(api: Any, graph: PipelineGraph, nodes: Sequence[Node], folder: Path | None) -> None:
+    """Import each referenced notebook found in `folder` through `api` (databricks-sdk's Workspace
+    API); say which ones the workspace must already have."""
     from databricks.sdk.service.workspace import ImportFormat, Language
 
     explicit = folder is not None
@@ -68,8 +82,8 @@ def upload_notebooks(client: Any, graph: PipelineGraph, nodes: Sequence[Node], f
             print(f"notebook {path}: not in {folder}, using the workspace's own", flush=True)
             continue
         jupyter = source.suffix == ".ipynb"
-        client.workspace.mkdirs(posixpath.dirname(path) or "/")
-        client.workspace.import_(
+        api.mkdirs(posixpath.dirname(path) or "/")
+        api.import_(
             path,
             content=base64.b64encode(source.read_bytes()).decode(),
             format=ImportFormat.JUPYTER if jupyter else ImportFormat.SOURCE,

@@ -21,12 +21,18 @@ PARENT_RUN_TAG = "mlflow.parentRunId"
 STATUS = {"Completed": "FINISHED", "Failed": "FAILED", "Canceled": "KILLED"}
 
 
+def import_mlflow() -> Any:
+    """MLflow's client class (about 2 s to import the first time)."""
+    try:
+        from mlflow.tracking import MlflowClient
+    except ModuleNotFoundError as exc:
+        raise MissingExtraError("pipeline", "MLflow tracking of a local pipeline run") from exc
+    return MlflowClient
+
+
 class LocalTracking:
     def __init__(self, store_dir: Path, experiment_name: str) -> None:
-        try:
-            from mlflow.tracking import MlflowClient
-        except ModuleNotFoundError as exc:
-            raise MissingExtraError("pipeline", "MLflow tracking of a local pipeline run") from exc
+        MlflowClient = import_mlflow()
         # Process-wide on purpose: the embedded workspace's notebook drivers inherit this process's
         # environment, and they too log into the file store.
         os.environ.update(FILE_STORE_SWITCH)

@@ -25,7 +25,7 @@ from aml_databricks.errors import AmlDatabricksError, StoppedError, UsageError
 from aml_databricks.step.auth import AzureFactories, CredentialSources, resolve_credentials
 from aml_databricks.step.azureml import MLFLOW_TOKEN, AzureMLContext, context_from_env, datastore_of, output_uri
 from aml_databricks.step.gateway import Gateway, connect, event_after, unless_stopped
-from aml_databricks.step.outputs import StepResult, collect, publish
+from aml_databricks.step.outputs import StepResult, collect, preload_mlflow, publish
 from aml_databricks.step.report import Reporter
 from aml_databricks.step.request import SubmitRequest, build_submit_request, masked, submission_id_of
 from aml_databricks.step.settings import Settings
@@ -196,6 +196,7 @@ class _StepRun:
                 self._cancel_quietly(run_id)
                 raise UsageError(f"notebook {notebook} not found in the workspace (run {run_id} cancelled)")
         first = self._first_look(run_id)
+        preload_mlflow(self.ctx.mlflow_run_id)  # for the tags at the end, while the run runs
         seen = [first]  # what a poll abandoned on stop reports instead
 
         # A long-poll ends at least this often; never longer than --poll-max-interval (below 1 s: none).
