@@ -53,6 +53,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     runs = parser.parse_args().runs
+    load_at_start = os.getloadavg()[0]
     baseline = [first_line_s([sys.executable, "-c", "print('x')"])[0] for _ in range(runs)]
     rows, data = [], {"runs": runs, "python_start_s": median(baseline)}
     for name, args in COMMANDS.items():
@@ -61,6 +62,8 @@ def main() -> None:
         rows.append([name, f"{seconds:.2f} s", f"{median(baseline):.2f} s", results[0][1][:70]])
         data[name] = {"first_line_s": seconds, "line": results[0][1]}
     print_table("first line (medians)", ["command", "first line", "python -c", "the line"], rows)
+    data["load_average_1min"] = [load_at_start, os.getloadavg()[0]]
+    print(f"load average (1 min): {load_at_start:.2f} at start, {os.getloadavg()[0]:.2f} at the end")
     print(f"results: {write_json('first_line', data)}")
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import io
 import itertools
+import os
 import statistics
 import subprocess
 import sys
@@ -191,6 +192,7 @@ def main() -> None:
     args = parser.parse_args()
     lengths = [float(x) for x in args.lengths.split(",")] + ([600.0] if args.long else [])
     reps = defaultdict(lambda: 1, {2.0: args.reps_short, 20.0: 5, 120.0: 2})
+    load_at_start = os.getloadavg()[0]
 
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -231,8 +233,10 @@ def main() -> None:
         ["python -c pass (s)", "--help (s)", "overhead (s)"],
         [[startup["python_c_pass_s"], startup["help_s"], startup["overhead_s"]]],
     )
-    path = write_json("wait_policy", {"runs": rows, "help": startup})
-    print(f"\nwritten {path}")
+    load = [load_at_start, os.getloadavg()[0]]
+    path = write_json("wait_policy", {"runs": rows, "help": startup, "load_average_1min": load})
+    print(f"\nload average (1 min): {load[0]:.2f} at start, {load[1]:.2f} at the end")
+    print(f"written {path}")
 
 
 if __name__ == "__main__":
