@@ -205,8 +205,8 @@ def serve(fd: int) -> None:
         import pyspark.sql.connect.session  # noqa: F401
 
         # what every Spark run imports next: here once, not compiled and run again in each driver
-        import aml_databricks.compute.driver.samples_wait  # noqa: F401
-        import aml_databricks.compute.driver.spark_session  # noqa: F401
+        import aml_databricks.compute.driver.samples_wait
+        import aml_databricks.compute.driver.spark_session
         import aml_databricks.delta.notebook  # noqa: F401
     signal.signal(signal.SIGTERM, _exit_on_signal)  # the workspace died: end the drivers (finally) and go
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the drivers; pidfds still report their end

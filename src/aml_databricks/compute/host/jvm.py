@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from aml_databricks.compute import pyworkers
 from aml_databricks.compute.host import lifeline, procs
 from aml_databricks.compute.host.cluster_specs import DEFAULT_CLUSTER_ID
 from aml_databricks.compute.host.private import open_private, private_folder
@@ -94,6 +95,8 @@ class Server:
     ready: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
     startup_s: dict[str, float] = field(default_factory=dict)  # phase -> seconds, for describe()
+    pyworkers: subprocess.Popen[bytes] | None = None  # the warm parent of its Python daemons (compute/pyworkers.py)
+    pyworkers_socket: str = ""
 
     @property
     def pid(self) -> int | None:
@@ -222,10 +225,13 @@ class JvmLauncher:
         env.update(
             SPARK_HOME=str(home),
             # Python UDF workers are forked by the server: give them this interpreter, whose
-            # environment has pyarrow and pandas, not whatever `python3` PATH finds.
-            PYSPARK_PYTHON=sys.executable,
+            # environment has pyarrow and pandas, not whatever `python3` PATH finds; through a
+            # script whose worker daemons fork from a warm parent (started once the server is ready).
+            PYSPARK_PYTHON=self._server_python(server),
             SPARK_LOCAL_IP="127.0.0.1",
         )
+        server.pyworkers_socket = f"aml-databricks-pyworkers-{uuid.uuid4().hex}"
+        env[pyworkers.SOCKET_ENV] = server.pyworkers_socket
         # Client-side switches (set by pyspark's `builder.remote()` in this process) must not reach
         # the server's Python workers.
         for name in ("PYSPARK_DRIVER_PYTHON", "SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE", "SPARK_LOCAL_REMOTE"):
@@ -277,11 +283,40 @@ class JvmLauncher:
             server.startup_s["first_query"] = time.monotonic() - mark
         finally:
             spark.stop()
+        self._start_pyworkers(server)
         log.info(
             "cluster %s ready: %s",
             server.cluster_id,
             ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in server.startup_s.items()),
         )
+
+
+    def _server_python(self, server: Server) -> str:
+        script = pyworkers.interpreter_script()
+        if script is None:
+            return sys.executable
+        path = self._cluster_dir(server) / "python"
+        draft = path.with_name("python.new")  # replaced whole: a server still running may start it
+        with open_private(draft, "wb") as file:
+            file.write(script.encode())
+        draft.chmod(0o700)
+        os.replace(draft, path)
+        return str(path)
+
+    def _start_pyworkers(self, server: Server) -> None:
+        """The warm parent of the server's Python worker daemons; started after the server is ready, so
+        its imports stay off the cold start. It ends with the JVM. Until it listens, and if it fails,
+        the daemons start the usual way."""
+        assert server.process is not None
+        with open_private(self._cluster_dir(server) / "server.log", "ab") as log_file:
+            server.pyworkers = lifeline.popen(
+                [sys.executable, "-m", pyworkers.__name__, server.pyworkers_socket, str(server.process.pid)],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, pyworkers.SOCKET_ENV: server.pyworkers_socket},
+                start_new_session=True,
+            )
 
 
 def _our_jvms(data_dir: Path) -> dict[int, int | None]:

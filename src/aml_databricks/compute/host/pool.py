@@ -369,6 +369,8 @@ class ClusterPool:
         if process is None or process.poll() is not None:
             return
         procs.stop(process, STOP_GRACE_S)  # SIGTERM first: the JVM's shutdown hook releases Derby
+        if server.pyworkers is not None:  # it ends with the JVM; this makes it before the stop returns
+            procs.stop(server.pyworkers, STOP_GRACE_S)
         log.info("stopped cluster %s (pid %s)", server.cluster_id, process.pid)
 
     def _reap_idle(self) -> None:
