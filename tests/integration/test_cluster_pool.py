@@ -56,6 +56,9 @@ class SleepLauncher:
     def control_client(self, remote: str) -> FakeControlClient:
         return FakeControlClient(remote)
 
+    def session_released(self, server: Server, server_session_id: str) -> None:
+        pass
+
 
 @pytest.fixture
 def fake_jvm() -> SleepLauncher:

@@ -61,8 +61,10 @@ def wait_for_listener(name: str) -> None:
     raise AssertionError("the warm parent never listened")
 
 
-def start_daemon(server_python: Path, socket_name: str) -> tuple[subprocess.Popen[bytes], int]:
-    env = {**os.environ, pyworkers.SOCKET_ENV: socket_name, "PYTHON_WORKER_FACTORY_SECRET": "s3cret"}
+def start_daemon(server_python: Path, socket_name: str, session: str = "default"
+                 ) -> tuple[subprocess.Popen[bytes], int]:
+    env = {**os.environ, pyworkers.SOCKET_ENV: socket_name, "PYTHON_WORKER_FACTORY_SECRET": "s3cret",
+           "SPARK_JOB_ARTIFACT_UUID": session}
     stub = subprocess.Popen([str(server_python), "-m", "pyspark.daemon", "pyspark.worker"], env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert stub.stdout is not None
@@ -101,6 +103,22 @@ def test_a_daemon_is_forked_from_the_warm_parent_and_ends_when_its_stdin_closes(
     while Path(f"/proc/{daemon}").exists() and parent_of(daemon) == parent.pid:
         assert time.monotonic() < deadline, "the daemon outlived its stdin"
         time.sleep(0.05)
+
+
+def test_a_released_sessions_daemons_end_and_other_sessions_keep_theirs(
+    server_python: Path, warm_parent: tuple[str, subprocess.Popen[bytes]]
+) -> None:
+    name, _ = warm_parent
+    released, _ = start_daemon(server_python, name, session="session-a")
+    kept, _ = start_daemon(server_python, name, session="session-b")
+
+    pyworkers.release(name, "session-a")
+
+    assert released.wait(10) == 0  # the stub ends with its daemon
+    assert kept.poll() is None
+    assert kept.stdin is not None
+    kept.stdin.close()
+    assert kept.wait(10) == 0
 
 
 def test_without_a_warm_parent_the_daemon_starts_the_usual_way(server_python: Path) -> None:

@@ -77,6 +77,9 @@ class Launcher(Protocol):
     def control_client(self, remote: str) -> ControlClient:
         """A client for control calls on the session of `remote`, quick to give up."""
 
+    def session_released(self, server: Server, server_session_id: str) -> None:
+        """A session of `server` (by the server's own id for it) was released: free what it held."""
+
 
 @dataclass
 class Server:
@@ -290,6 +293,10 @@ class JvmLauncher:
             ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in server.startup_s.items()),
         )
 
+
+    def session_released(self, server: Server, server_session_id: str) -> None:
+        if server.pyworkers_socket:
+            pyworkers.release(server.pyworkers_socket, server_session_id)
 
     def _server_python(self, server: Server) -> str:
         script = pyworkers.interpreter_script()

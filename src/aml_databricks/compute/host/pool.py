@@ -86,21 +86,27 @@ class Lease:
             if self._released:
                 return
             self._released = True
-        _control_call(self._pool.launcher, self.remote, "release_session")
+        released = _control_call(self._pool.launcher, self.remote, "release_session")
+        if released:
+            self._pool.launcher.session_released(self._server, released)
         self._pool._return(self._server)
 
 
 
-def _control_call(launcher: Launcher, remote: str, method: str) -> None:
-    """Call `method` of a control client on the session of `remote`; log failures, never raise."""
+def _control_call(launcher: Launcher, remote: str, method: str) -> str | None:
+    """Call `method` of a control client on the session of `remote`; log failures, never raise.
+    Returns the server's own id of the session, when its answer carried one."""
     try:
         client = launcher.control_client(remote)
         try:
             getattr(client, method)()
+            server_session_id = getattr(client, "_server_session_id", None)
+            return server_session_id if isinstance(server_session_id, str) and server_session_id else None
         finally:
             client.close()
     except Exception as error:  # the server may be gone, or the session never created
         log.info("%s on %s: %s", method, remote.split(";", 1)[0], error)
+        return None
 
 
 class ClusterPool:
