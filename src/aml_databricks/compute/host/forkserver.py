@@ -207,7 +207,8 @@ def serve(fd: int) -> None:
         # what every Spark run imports next: here once, not compiled and run again in each driver
         import aml_databricks.compute.driver.samples_wait
         import aml_databricks.compute.driver.spark_session
-        import aml_databricks.delta.notebook  # noqa: F401
+        import aml_databricks.delta.notebook
+        import aml_databricks.delta.sql  # noqa: F401  (imported when the run's session is set up)
     signal.signal(signal.SIGTERM, _exit_on_signal)  # the workspace died: end the drivers (finally) and go
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the drivers; pidfds still report their end
     children: dict[int, int] = {}  # pid -> pidfd of each driver still running
