@@ -137,11 +137,14 @@ def serve(name: str, jvm_pid: int) -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind("\0" + name)
     listener.listen(64)
-    sessions: dict[int, str] = {}  # daemon pid -> the server-side session it serves
+    # a pidfd per daemon -> the server-side session it serves: a pidfd, not a pid, since the kernel
+    # reaps the daemons and a pid may be another process's by the time its session is released
+    sessions: dict[int, str] = {}
     while True:
         ready = select.select([listener.fileno(), jvm], [], [])[0]
         if jvm in ready:
             return
+        _forget_ended(sessions)
         channel, _ = listener.accept()
         with channel:
             if _peer_uid(channel) != os.getuid():
@@ -167,7 +170,8 @@ def serve(name: str, jvm_pid: int) -> None:
                 _become_daemon(request, fds)
             for fd in fds:
                 os.close(fd)
-            sessions[pid] = request.get("env", {}).get("SPARK_JOB_ARTIFACT_UUID", "default")
+            with contextlib.suppress(OSError):  # it may have ended already
+                sessions[os.pidfd_open(pid)] = request.get("env", {}).get("SPARK_JOB_ARTIFACT_UUID", "default")
             with contextlib.suppress(OSError):
                 channel.sendall(json.dumps({"pid": pid}).encode())
 
@@ -185,10 +189,21 @@ def release(name: str, server_session_id: str) -> None:
 def _end_daemons_of(session: object, sessions: dict[int, str]) -> None:
     if not isinstance(session, str) or session == "default":
         return  # the server's own daemons serve every session
-    for pid in [pid for pid, owner in sessions.items() if owner == session]:
-        del sessions[pid]
+    for pidfd in [pidfd for pidfd, owner in sessions.items() if owner == session]:
+        del sessions[pidfd]
         with contextlib.suppress(OSError):  # pyspark's daemon stops its workers on SIGTERM
-            os.kill(pid, signal.SIGTERM)
+            signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+        os.close(pidfd)
+
+
+def _forget_ended(sessions: dict[int, str]) -> None:
+    """Close the pidfds of daemons that have ended (Spark stopped them, or they crashed)."""
+    poller = select.poll()  # not select(): many daemons' pidfds may pass FD_SETSIZE
+    for pidfd in sessions:
+        poller.register(pidfd, select.POLLIN)
+    for pidfd, _ in poller.poll(0):
+        del sessions[pidfd]
+        os.close(pidfd)
 
 
 def _preload() -> None:
