@@ -260,6 +260,8 @@ def main() -> None:
     parser.add_argument("--cold-repeat", type=int, default=3,
                         help="cold restarts and bare cold starts (plus one first start of a data dir)")
     args = parser.parse_args()
+    if args.cold_repeat < 1:
+        parser.error("--cold-repeat must be at least 1: the cold rows compare with a bare PySpark start")
     load_before = os.getloadavg()[0]
     print(f"load average (1 min) at start: {load_before:.2f}", flush=True)
 
