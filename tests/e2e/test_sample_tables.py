@@ -32,6 +32,7 @@ def test_a_query_on_samples_made_before_they_are_installed_waits_for_them(
             try:
                 assert spark.table("samples.iris").count() == 150
                 assert spark.sql("SELECT count(*) FROM samples.wine").first()[0] == 178
+                assert pool.samples is not None and pool.samples.wait(60)
                 assert (tmp_path / "data" / "metastore" / "samples-installed").exists()
                 assert not Path(lease.samples_pending).exists()
                 with pytest.raises(Exception, match="TABLE_OR_VIEW_NOT_FOUND"):  # a missing one still fails
