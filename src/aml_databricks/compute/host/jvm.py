@@ -293,7 +293,6 @@ class JvmLauncher:
             ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in server.startup_s.items()),
         )
 
-
     def session_released(self, server: Server, server_session_id: str) -> None:
         if server.pyworkers_socket:
             pyworkers.release(server.pyworkers_socket, server_session_id)

@@ -92,7 +92,6 @@ class Lease:
         self._pool._return(self._server)
 
 
-
 def _control_call(launcher: Launcher, remote: str, method: str) -> str | None:
     """Call `method` of a control client on the session of `remote`; log failures, never raise.
     Returns the server's own id of the session, when its answer carried one."""
