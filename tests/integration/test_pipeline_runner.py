@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import io
+import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from aml_databricks.cli import main
+from aml_databricks.errors import StoppedError
 from aml_databricks.pipeline.load import load_pipeline
 from aml_databricks.pipeline.runner import DatabricksTarget, PipelineResult, PipelineRunner
 from aml_databricks.pipeline.tracking import LocalTracking
@@ -198,3 +201,45 @@ def test_sigterm_stops_the_running_node_and_exits_143(tmp_path: Path) -> None:
     while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not Path(f"/proc/{child}").exists(), "the node's child process outlived the pipeline run"
+
+
+def test_a_stop_signal_taken_by_another_thread_still_stops_a_quiet_node(tmp_path: Path) -> None:
+    # Python runs a signal's handler in the main thread only. With SIGTERM blocked there, the kernel
+    # hands it to another thread, and a main thread blocked reading a quiet node's output would not
+    # run the handler until the node printed again (here: after its 20 s sleep, having finished).
+    started, finished = tmp_path / "started", tmp_path / "finished"
+    write(tmp_path, "components/quiet.yml", f"""
+        type: command
+        name: quiet
+        environment: azureml:python:1
+        command: touch {started}; sleep 20; touch {finished}
+    """)
+    pipeline = write(tmp_path, "pipeline.yml", """
+        type: pipeline
+        jobs:
+          quiet: {type: command, component: ./components/quiet.yml}
+    """)
+    graph = load_pipeline(str(pipeline), {}, components_dir=tmp_path / "components")
+    runner = PipelineRunner(graph, tmp_path / "d", tracking=LocalTracking(tmp_path / "d" / "mlruns", "x"),
+                            out=io.StringIO())
+
+    def stop(signum: int, frame: object) -> None:
+        raise StoppedError("stopped by SIGTERM", 143)
+
+    def signal_once_started() -> None:
+        deadline = time.monotonic() + 60
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)  # process-directed: any thread not blocking it takes it
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        threading.Thread(target=signal_once_started, daemon=True).start()
+        with pytest.raises(StoppedError):
+            runner.run()
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        signal.signal(signal.SIGTERM, previous)
+    time.sleep(0.5)
+    assert started.exists() and not finished.exists(), "the node ran to its end instead of being stopped"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -36,6 +37,7 @@ from aml_databricks.pipeline.tracking import FILE_STORE_SWITCH, LocalTracking
 
 DATASTORE = "datastore"  # <data-dir>/datastore is the local "workspaceblobstore"
 SPARK_ENV_SETTING = "AML_DATABRICKS_SPARK_ENV"  # the step's --spark-env, as a variable
+LINE_WAIT_S = 0.25  # the main thread gets back to its bytecode (and a pending signal's handler) this often
 STOP_GRACE_SECONDS = 90.0  # the step cancels its Databricks run on SIGTERM and waits for it
 
 
@@ -214,13 +216,14 @@ class PipelineRunner:
             start_new_session=True,
         )
         self._process = process
+        lines = _lines_of(process)
         try:
             with log.open("w", encoding="utf-8") as log_file, self.console.phase(f"[{node}] running", announce=False):
                 try:
-                    self._stream(node, process, log_file)
+                    self._stream(node, lines, log_file)
                 except BaseException:
                     self._say(f"[{node}] stopping: SIGTERM to the node's processes")
-                    self._stop(node, process, log_file)
+                    self._stop(node, process, lines, log_file)
                     raise
             return process.wait()
         finally:
@@ -235,14 +238,25 @@ class PipelineRunner:
         if process is not None:
             _signal_group(process, signal.SIGKILL)
 
-    def _stream(self, node: str, process: subprocess.Popen[str], log_file: TextIO) -> None:
-        """Copy the node's output to the log and the console until every writer has closed it."""
-        assert process.stdout is not None
-        for line in process.stdout:
+    def _stream(self, node: str, lines: queue.SimpleQueue[str | None], log_file: TextIO) -> None:
+        """Copy the node's output to the log and the console until every writer has closed it.
+
+        The lines come through a queue, read at most LINE_WAIT_S apart: Python runs a signal's handler
+        in the main thread only, at its next bytecode, and a main thread blocked in read() on a quiet
+        node's pipe would not get there until the node printed again if another thread took the signal.
+        """
+        while True:
+            try:
+                line = lines.get(timeout=LINE_WAIT_S)
+            except queue.Empty:
+                continue
+            if line is None:
+                return
             log_file.write(line)
             self._say(f"[{node}] {line.rstrip()}")
 
-    def _stop(self, node: str, process: subprocess.Popen[str], log_file: TextIO) -> None:
+    def _stop(self, node: str, process: subprocess.Popen[str], lines: queue.SimpleQueue[str | None],
+              log_file: TextIO) -> None:
         """SIGTERM the node's process group and keep streaming while it winds down (the step
         cancels its Databricks run and says so); SIGKILL whatever is left after the grace period.
 
@@ -254,7 +268,7 @@ class PipelineRunner:
         killer.daemon = True
         killer.start()
         try:
-            self._stream(node, process, log_file)
+            self._stream(node, lines, log_file)
             process.wait()
         finally:
             killer.cancel()
@@ -266,6 +280,24 @@ class PipelineRunner:
 def _status_after(exc: BaseException) -> str:
     """An error is a failure; KeyboardInterrupt or a stop signal cancels."""
     return "Failed" if isinstance(exc, Exception) and not isinstance(exc, StoppedError) else "Canceled"
+
+
+def _lines_of(process: subprocess.Popen[str]) -> queue.SimpleQueue[str | None]:
+    """The process's output lines, read by a thread of their own; None once every writer has closed it."""
+    lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+
+    def read() -> None:
+        assert process.stdout is not None
+        try:
+            for line in process.stdout:
+                lines.put(line)
+        except (OSError, ValueError):  # closed under it: the node's stop is over
+            pass
+        finally:
+            lines.put(None)
+
+    threading.Thread(target=read, name="node-output", daemon=True).start()
+    return lines
 
 
 def _signal_group(process: subprocess.Popen[str], signum: int) -> None:
