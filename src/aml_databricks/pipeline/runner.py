@@ -227,8 +227,7 @@ class PipelineRunner:
                     raise
             return process.wait()
         finally:
-            if process.stdout is not None:
-                process.stdout.close()
+            # The reader thread closes the pipe at its end: closing it here could wait on its read.
             _signal_group(process, signal.SIGKILL)  # nothing a node started outlives it, as in Azure ML
             self._process = None
 
@@ -291,10 +290,12 @@ def _lines_of(process: subprocess.Popen[str]) -> queue.SimpleQueue[str | None]:
         try:
             for line in process.stdout:
                 lines.put(line)
-        except (OSError, ValueError):  # closed under it: the node's stop is over
+        except (OSError, ValueError):
             pass
         finally:
             lines.put(None)
+            with contextlib.suppress(OSError):
+                process.stdout.close()
 
     threading.Thread(target=read, name="node-output", daemon=True).start()
     return lines
